@@ -1,0 +1,195 @@
+// CPU launcher of the fused multi-step LIF op: parallel over neurons (torch's intra-op thread
+// pool), time loop inside, and an innermost loop over a block of neurons that the compiler
+// vectorizes. The per-step math comes from csrc/lif_step.h, shared with the CUDA kernels.
+// Outputs are allocated by the Python op (tssd_fast/ops/lif_op.py) and written here.
+#include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "../lif_step.h"
+
+namespace tssd_fast {
+namespace {
+
+constexpr int64_t kBlock = 256;   // neurons per inner block: state fits in L1
+constexpr int64_t kGrain = 4096;  // neurons per parallel task
+
+template <typename T>
+T* opt_ptr(const std::optional<at::Tensor>& t) {
+  return (t.has_value() && t->defined() && t->numel() > 0) ? t->data_ptr<T>() : nullptr;
+}
+
+// Forward over [T, N]. SAVE_H: write H (non-Rect surrogates or hard reset). SAVE_BITS: write
+// the Rect window bits. STORE_V: write V[t] for every t.
+template <typename scalar_t, typename acc_t, bool SAVE_H, bool SAVE_BITS, bool STORE_V>
+void forward_impl(const scalar_t* __restrict__ x, const acc_t* __restrict__ v0,
+                  scalar_t* __restrict__ spikes, acc_t* __restrict__ v_last,
+                  acc_t* __restrict__ v_seq, acc_t* __restrict__ h_saved,
+                  uint8_t* __restrict__ bits, int64_t T, int64_t N, const LIFParams<acc_t> p) {
+  at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+    acc_t v[kBlock];
+    uint8_t m[kBlock];
+    for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
+      const int64_t nb = std::min(kBlock, end - n0);
+      for (int64_t j = 0; j < nb; ++j) v[j] = v0[n0 + j];
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = t * N + n0;
+        const scalar_t* xt = x + off;
+        scalar_t* st = spikes + off;
+        if (SAVE_BITS && (t & 7) == 0) std::fill(m, m + nb, uint8_t(0));
+        for (int64_t j = 0; j < nb; ++j) {
+          const acc_t h = lif_charge<acc_t>(v[j], static_cast<acc_t>(xt[j]), p);
+          const acc_t s = lif_fire(h, p);
+          st[j] = static_cast<scalar_t>(s);
+          if (SAVE_H) h_saved[off + j] = h;
+          if (SAVE_BITS) m[j] |= static_cast<uint8_t>(lif_rect_window(h, p)) << (t & 7);
+          v[j] = lif_reset(h, s, p);
+          if (STORE_V) v_seq[off + j] = v[j];
+        }
+        if (SAVE_BITS && ((t & 7) == 7 || t == T - 1)) {
+          std::copy(m, m + nb, bits + (t >> 3) * N + n0);
+        }
+      }
+      for (int64_t j = 0; j < nb; ++j) v_last[n0 + j] = v[j];
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t, int SURR, bool BITS>
+void backward_impl(const scalar_t* __restrict__ grad_s, const acc_t* __restrict__ grad_v_seq,
+                   const acc_t* __restrict__ grad_v_last, const acc_t* __restrict__ h_saved,
+                   const uint8_t* __restrict__ bits, scalar_t* __restrict__ grad_x,
+                   acc_t* __restrict__ grad_v0, int64_t T, int64_t N, const LIFParams<acc_t> p) {
+  at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+    acc_t gv[kBlock];
+    for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
+      const int64_t nb = std::min(kBlock, end - n0);
+      for (int64_t j = 0; j < nb; ++j) gv[j] = grad_v_last ? grad_v_last[n0 + j] : acc_t(0);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t off = t * N + n0;
+        const scalar_t* gst = grad_s + off;
+        scalar_t* gxt = grad_x + off;
+        if (grad_v_seq) {
+          for (int64_t j = 0; j < nb; ++j) gv[j] += grad_v_seq[off + j];
+        }
+        if (BITS) {
+          const uint8_t* mrow = bits + (t >> 3) * N + n0;
+          const int shift = static_cast<int>(t & 7);
+          for (int64_t j = 0; j < nb; ++j) {
+            const acc_t sg = ((mrow[j] >> shift) & 1) ? p.alpha : acc_t(0);
+            gxt[j] = static_cast<scalar_t>(lif_backward_step<acc_t>(
+                static_cast<acc_t>(gst[j]), gv[j], acc_t(0), acc_t(0), sg, p));
+          }
+        } else {
+          const acc_t* ht = h_saved + off;
+          for (int64_t j = 0; j < nb; ++j) {
+            const acc_t h = ht[j];
+            const acc_t sg = lif_surrogate_grad<SURR, acc_t>(h, p);
+            gxt[j] = static_cast<scalar_t>(lif_backward_step<acc_t>(
+                static_cast<acc_t>(gst[j]), gv[j], h, lif_fire(h, p), sg, p));
+          }
+        }
+      }
+      for (int64_t j = 0; j < nb; ++j) grad_v0[n0 + j] = gv[j];
+    }
+  });
+}
+
+void check_cpu_contig(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "tssd_fast cpp backend: ", name, " must be on the CPU");
+  TORCH_CHECK(t.is_contiguous(), "tssd_fast cpp backend: ", name, " must be contiguous");
+}
+
+// x [T, N]; v0 [N] (compute dtype); spikes [T, N] (x dtype); v_last [N]; optional v_seq and
+// h_saved [T, N] (compute dtype); optional bits [ceil(T/8), N] uint8.
+void lif_forward(const at::Tensor& x, const at::Tensor& v0, at::Tensor& spikes,
+                 at::Tensor& v_last, const std::optional<at::Tensor>& v_seq,
+                 const std::optional<at::Tensor>& h_saved, const std::optional<at::Tensor>& bits,
+                 double tau, double v_threshold, double v_reset, bool hard_reset,
+                 bool decay_input, double alpha, bool detach_reset) {
+  check_cpu_contig(x, "x");
+  check_cpu_contig(v0, "v0");
+  check_cpu_contig(spikes, "spikes");
+  check_cpu_contig(v_last, "v_last");
+  TORCH_CHECK(x.dim() == 2, "tssd_fast cpp backend: x must be [T, N]");
+  const int64_t T = x.size(0), N = x.size(1);
+  if (T == 0 || N == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lif_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto p = make_lif_params<acc_t>(tau, v_threshold, v_reset, hard_reset, decay_input,
+                                          alpha, detach_reset);
+    acc_t* vs = opt_ptr<acc_t>(v_seq);
+    acc_t* hs = opt_ptr<acc_t>(h_saved);
+    uint8_t* bs = opt_ptr<uint8_t>(bits);
+    auto args = std::make_tuple(x.data_ptr<scalar_t>(), v0.data_ptr<acc_t>(),
+                                spikes.data_ptr<scalar_t>(), v_last.data_ptr<acc_t>(), vs, hs,
+                                bs, T, N, p);
+    // Instantiate only the flag combinations the op uses: H xor bits xor nothing saved.
+    auto run = [&](auto save_h, auto save_bits) {
+      constexpr bool kH = decltype(save_h)::value, kB = decltype(save_bits)::value;
+      if (vs) {
+        std::apply(forward_impl<scalar_t, acc_t, kH, kB, true>, args);
+      } else {
+        std::apply(forward_impl<scalar_t, acc_t, kH, kB, false>, args);
+      }
+    };
+    if (hs) {
+      run(std::true_type{}, std::false_type{});
+    } else if (bs) {
+      run(std::false_type{}, std::true_type{});
+    } else {
+      run(std::false_type{}, std::false_type{});
+    }
+  });
+}
+
+// grad_s [T, N] (x dtype); optional grad_v_seq [T, N], grad_v_last [N] (compute dtype);
+// exactly one of h_saved [T, N] / bits [ceil(T/8), N]; grad_x [T, N]; grad_v0 [N].
+void lif_backward(const at::Tensor& grad_s, const std::optional<at::Tensor>& grad_v_seq,
+                  const std::optional<at::Tensor>& grad_v_last,
+                  const std::optional<at::Tensor>& h_saved,
+                  const std::optional<at::Tensor>& bits, at::Tensor& grad_x,
+                  at::Tensor& grad_v0, double tau, double v_threshold, double v_reset,
+                  bool hard_reset, bool decay_input, int64_t surrogate, double alpha,
+                  bool detach_reset) {
+  check_cpu_contig(grad_s, "grad_s");
+  check_cpu_contig(grad_x, "grad_x");
+  check_cpu_contig(grad_v0, "grad_v0");
+  const int64_t T = grad_s.size(0), N = grad_s.size(1);
+  if (T == 0 || N == 0) return;
+  const bool use_bits = bits.has_value() && bits->defined() && bits->numel() > 0;
+  TORCH_CHECK(use_bits || (h_saved.has_value() && h_saved->defined()),
+              "tssd_fast cpp backend: backward needs the saved H or window bits");
+  TORCH_CHECK(surrogate >= 0 && surrogate <= 2, "tssd_fast: unknown surrogate id ", surrogate);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad_s.scalar_type(), "lif_backward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const auto p = make_lif_params<acc_t>(tau, v_threshold, v_reset, hard_reset,
+                                              decay_input, alpha, detach_reset);
+        auto args = std::make_tuple(grad_s.data_ptr<scalar_t>(), opt_ptr<acc_t>(grad_v_seq),
+                                    opt_ptr<acc_t>(grad_v_last), opt_ptr<acc_t>(h_saved),
+                                    opt_ptr<uint8_t>(bits), grad_x.data_ptr<scalar_t>(),
+                                    grad_v0.data_ptr<acc_t>(), T, N, p);
+        if (use_bits) {
+          std::apply(backward_impl<scalar_t, acc_t, kRect, true>, args);
+        } else if (surrogate == kRect) {
+          std::apply(backward_impl<scalar_t, acc_t, kRect, false>, args);
+        } else if (surrogate == kSigmoid) {
+          std::apply(backward_impl<scalar_t, acc_t, kSigmoid, false>, args);
+        } else {
+          std::apply(backward_impl<scalar_t, acc_t, kATan, false>, args);
+        }
+      });
+}
+
+}  // namespace
+}  // namespace tssd_fast
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "tssd_fast CPU kernels of the fused multi-step LIF op";
+  m.def("lif_forward", &tssd_fast::lif_forward, "fused LIF forward over [T, N] (CPU)");
+  m.def("lif_backward", &tssd_fast::lif_backward, "fused LIF backward over [T, N] (CPU)");
+}

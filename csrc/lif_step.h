@@ -1,0 +1,129 @@
+// The per-step math of the LIF neuron: the ONE source of truth shared by the CPU kernel
+// (csrc/cpu/lif_cpu.cpp), the CUDA kernels (csrc/cuda/lif_cuda.cu) and the CuPy/NVRTC path.
+// Semantics: shared NEURON.md (SpikingJelly's LIFNode). Operation order mirrors the torch
+// reference (tssd_fast/ops/reference.py) so that fp32 spikes are bitwise equal to it:
+// the forward uses only +, -, / and products with an exact 0/1 spike, so FMA contraction
+// cannot change a threshold comparison.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define LIF_HD __host__ __device__ __forceinline__
+#else
+#define LIF_HD inline
+#endif
+
+#ifndef __CUDACC_RTC__
+#include <cmath>
+#include <cstdint>
+#endif
+
+namespace tssd_fast {
+
+// Surrogate ids: the same numbers as tssd_fast/surrogate.py (SURROGATE_IDS).
+enum SurrogateId : int { kRect = 0, kSigmoid = 1, kATan = 2 };
+
+// Scalar parameters, converted once on the host from Python doubles to the compute type
+// (the same rounding torch applies to a Python scalar in a float32 tensor op).
+template <typename acc_t>
+struct LIFParams {
+  acc_t tau;          // membrane time constant
+  acc_t v_threshold;  // firing threshold
+  acc_t v_reset;      // Vr: v_reset for hard reset, 0 for soft reset
+  acc_t alpha;        // surrogate sharpness
+  acc_t half_width;   // Rect window half-width 0.5/alpha, computed in double on the host
+  acc_t atan_scale;   // ATan: pi/2 * alpha, computed in double on the host
+  bool hard_reset;
+  bool decay_input;
+  bool detach_reset;
+};
+
+// Window-bit layout (Rect + soft reset): bit (t % 8) of byte row t / 8 of a [ceil(T/8), N]
+// uint8 tensor, so one neuron's bits for 8 steps share a byte and rows stay coalesced over N.
+LIF_HD int lif_window_rows(int T) { return (T + 7) / 8; }
+
+// Host-side construction from Python doubles; every launcher uses this one function.
+template <typename acc_t>
+inline LIFParams<acc_t> make_lif_params(double tau, double v_threshold, double v_reset,
+                                        bool hard_reset, bool decay_input, double alpha,
+                                        bool detach_reset) {
+  LIFParams<acc_t> p;
+  p.tau = acc_t(tau);
+  p.v_threshold = acc_t(v_threshold);
+  p.v_reset = hard_reset ? acc_t(v_reset) : acc_t(0);
+  p.alpha = acc_t(alpha);
+  p.half_width = acc_t(0.5 / alpha);
+  p.atan_scale = acc_t(1.5707963267948966 * alpha);
+  p.hard_reset = hard_reset;
+  p.decay_input = decay_input;
+  p.detach_reset = detach_reset;
+  return p;
+}
+
+// H[t] from V[t-1] and X[t].
+template <typename acc_t>
+LIF_HD acc_t lif_charge(acc_t v, acc_t x, const LIFParams<acc_t>& p) {
+  return p.decay_input ? v + (x - (v - p.v_reset)) / p.tau
+                       : v - (v - p.v_reset) / p.tau + x;
+}
+
+// S[t] = heaviside(H[t] - v_threshold); H == threshold fires. Same test as the reference.
+template <typename acc_t>
+LIF_HD acc_t lif_fire(acc_t h, const LIFParams<acc_t>& p) {
+  return (h - p.v_threshold >= acc_t(0)) ? acc_t(1) : acc_t(0);
+}
+
+// V[t] from H[t] and S[t] (s is exactly 0 or 1).
+template <typename acc_t>
+LIF_HD acc_t lif_reset(acc_t h, acc_t s, const LIFParams<acc_t>& p) {
+  return p.hard_reset ? s * p.v_reset + (acc_t(1) - s) * h : h - s * p.v_threshold;
+}
+
+// Rect window bit: 1{|H - v_threshold| < 0.5/alpha}.
+template <typename acc_t>
+LIF_HD bool lif_rect_window(acc_t h, const LIFParams<acc_t>& p) {
+  acc_t u = h - p.v_threshold;
+  return (u < acc_t(0) ? -u : u) < p.half_width;
+}
+
+template <typename acc_t>
+LIF_HD acc_t lif_exp(acc_t x) { return exp(x); }
+template <>
+LIF_HD float lif_exp<float>(float x) { return expf(x); }
+
+// dS/dH through the surrogate, u = H - v_threshold.
+template <int SURR, typename acc_t>
+LIF_HD acc_t lif_surrogate_grad(acc_t h, const LIFParams<acc_t>& p) {
+  acc_t u = h - p.v_threshold;
+  if (SURR == kRect) {
+    return lif_rect_window(h, p) ? p.alpha : acc_t(0);
+  } else if (SURR == kSigmoid) {
+    acc_t sg = acc_t(1) / (acc_t(1) + lif_exp<acc_t>(-(p.alpha * u)));
+    return p.alpha * sg * (acc_t(1) - sg);
+  } else {
+    acc_t z = p.atan_scale * u;
+    return (p.alpha / acc_t(2)) / (acc_t(1) + z * z);
+  }
+}
+
+// dV[t]/dH[t] given the surrogate gradient sg.
+template <typename acc_t>
+LIF_HD acc_t lif_dv_dh(acc_t h, acc_t s, acc_t sg, const LIFParams<acc_t>& p) {
+  if (p.hard_reset) {
+    return p.detach_reset ? acc_t(1) - s : (acc_t(1) - s) + (p.v_reset - h) * sg;
+  }
+  return p.detach_reset ? acc_t(1) : acc_t(1) - p.v_threshold * sg;
+}
+
+// One backward step. In: dL/dS[t] (gs), dL/dV[t] accumulated so far (gv), H[t], S[t] and the
+// surrogate gradient sg. Out: dL/dX[t] (returned) and dL/dV[t-1] (written to gv).
+// The Rect + soft reset case calls it with h = s = 0: soft reset's dV/dH does not read them.
+template <typename acc_t>
+LIF_HD acc_t lif_backward_step(acc_t gs, acc_t& gv, acc_t h, acc_t s, acc_t sg,
+                               const LIFParams<acc_t>& p) {
+  acc_t gh = gs * sg + gv * lif_dv_dh(h, s, sg, p);
+  acc_t gh_tau = gh / p.tau;
+  gv = gh - gh_tau;  // dH[t]/dV[t-1] = 1 - 1/tau, written as autograd computes it
+  return p.decay_input ? gh_tau : gh;
+}
+
+}  // namespace tssd_fast
