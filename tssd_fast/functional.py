@@ -107,8 +107,9 @@ def lif_multistep(x_seq: torch.Tensor, v_init: Union[None, float, torch.Tensor] 
                                  surrogate_function, bool(detach_reset), store_v_seq)
 
     T = x_seq.shape[0]
-    x2 = x_seq.reshape(T, -1).contiguous()
-    v0 = v0.reshape(-1).contiguous()
+    N = math.prod(x_seq.shape[1:])
+    x2 = x_seq.reshape(T, N).contiguous()
+    v0 = v0.reshape(N).contiguous()
     save = torch.is_grad_enabled() and (x2.requires_grad or v0.requires_grad)
     spikes, v_last, v_seq, _, _ = torch.ops.tssd_fast.lif_forward(
         x2, v0, float(tau), float(v_threshold), 0.0 if v_reset is None else float(v_reset),

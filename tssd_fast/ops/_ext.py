@@ -6,7 +6,6 @@ checkout), the CPU kernel is compiled once on first use with ninja through
 torch.utils.cpp_extension.load and cached in torch's extension folder. If that fails too, the
 'cpp' backend is reported unavailable, with the reason, and 'auto' falls back to 'torch'.
 """
-import functools
 import os
 import sys
 import warnings
@@ -49,7 +48,19 @@ def _jit_cpu():
     )
 
 
-@functools.lru_cache(maxsize=None)
+def _cached(fn):
+    """Load once; a plain dict cache (torch.compile traces it as a constant lookup)."""
+    cache = {}
+
+    def wrapper():
+        if "m" not in cache:
+            cache["m"] = fn()
+        return cache["m"]
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@_cached
 def cpu_module():
     """The CPU kernel module, or None (reason in load_error('cpp'))."""
     try:
@@ -70,7 +81,7 @@ def cpu_module():
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@_cached
 def cuda_module():
     """The CUDA kernel module built by setup.py, or None (reason in load_error('cuda'))."""
     try:

@@ -10,7 +10,6 @@ that writes into tensors the op allocated (None for an output not needed).
 'auto' picks the first available backend of AUTO_ORDER for the input's device; the
 environment variable TSSD_FAST_BACKEND overrides it (for every LIFNode with backend='auto').
 """
-import functools
 import importlib
 import os
 from dataclasses import dataclass
@@ -89,10 +88,15 @@ _INFO = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+_launchers = {}
+
+
 def get_launcher(name: str):
     """The launcher of a fused backend (loaded once), or None when it cannot be loaded."""
-    return _INFO[name].load()
+    # A plain dict, not functools.lru_cache: torch.compile traces this lookup as a constant.
+    if name not in _launchers:
+        _launchers[name] = _INFO[name].load()
+    return _launchers[name]
 
 
 def unavailable_reason(name: str) -> str:

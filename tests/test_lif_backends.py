@@ -1,0 +1,169 @@
+"""Every LIF backend available on this machine against the tests' oracle (_reference64.py):
+spikes, voltages and the gradients of input and initial state, for every combination of reset
+mode x surrogate x decay_input x detach_reset, several tau / thresholds / alphas, odd shapes,
+non-contiguous and empty inputs, and every storage dtype."""
+import math
+
+import pytest
+import torch
+
+import tssd_fast
+from _reference64 import Neuron, all_neurons, backward, forward
+
+CPU_BACKENDS = tssd_fast.available_backends("cpu")
+CDT = {torch.float64: torch.float64, torch.float32: torch.float32,
+       torch.float16: torch.float32, torch.bfloat16: torch.float32}
+# Gradients: fp64 / fp32 kernels against a float64 BPTT; fp16 / bf16 results are one rounding
+# of an fp32 value, so they may differ from the rounded float64 value by one unit in the last
+# place of the storage dtype.
+GRAD_TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (2e-5, 1e-5),
+            torch.float16: (2 ** -10, 2 ** -10), torch.bfloat16: (2 ** -7, 2 ** -7)}
+
+
+def test_cpp_is_available():
+    # the install command must give the compiled CPU kernel (prebuilt or JIT)
+    assert "cpp" in CPU_BACKENDS, tssd_fast.ops.registry.unavailable_reason("cpp")
+
+
+def run_and_check(backend, n: Neuron, shape, dtype, v0_kind="default", store_v_seq=True,
+                  noncontig=False):
+    T = shape[0]
+    x = torch.randn(*shape, dtype=torch.float64) * 1.2 + 0.4
+    if noncontig:
+        x = torch.randn(*reversed(shape), dtype=torch.float64).permute(
+            *reversed(range(len(shape)))) * 1.2 + 0.4
+        assert not x.is_contiguous()
+    x = x.to(dtype)
+    cdt = CDT[dtype]
+    if v0_kind == "default":
+        v_init, v0 = None, torch.full(shape[1:], 0.0 if n.v_reset is None else n.v_reset)
+    else:
+        v0 = (torch.randn(shape[1:], dtype=torch.float64) * 0.5).to(cdt)
+        v_init = v0.clone().requires_grad_()
+    xr = x.clone().requires_grad_()
+    spikes, v_last, v_seq = tssd_fast.lif_multistep(
+        xr, v_init, store_v_seq=store_v_seq, backend=backend, **n.kwargs())
+    assert spikes.dtype == dtype and spikes.shape == x.shape
+    assert v_last.dtype == cdt and v_last.shape == x.shape[1:]
+
+    N = math.prod(shape[1:])
+    x2 = x.reshape(T, N)
+    S, H, V = forward(x2.to(cdt), v0.reshape(N).to(cdt), n, cdt)
+    assert torch.equal(spikes.reshape(T, N).to(cdt), S), "spikes differ from the oracle"
+    if T:
+        assert torch.equal(v_last.reshape(N), V[-1])
+    if store_v_seq:
+        assert torch.equal(v_seq.reshape(T, N), V)
+
+    gs = torch.randn(x.shape, dtype=torch.float64).to(dtype)
+    gvl = torch.randn(x.shape[1:], dtype=torch.float64).to(cdt)
+    outs, grads = [spikes, v_last], [gs, gvl]
+    gvs = None
+    if store_v_seq:
+        gvs = torch.randn(x.shape, dtype=torch.float64).to(cdt)
+        outs.append(v_seq)
+        grads.append(gvs)
+    inputs = [xr] + ([v_init] if v_init is not None else [])
+    if x.numel() == 0 and v_init is None:
+        return  # nothing requires a gradient path through an empty op
+    got = torch.autograd.grad(outs, inputs, grads, allow_unused=True)
+    gx_ref, gv0_ref = backward(H, S, n, gs.reshape(T, N), gvl.reshape(N),
+                               None if gvs is None else gvs.reshape(T, N))
+    rtol, atol = GRAD_TOL[dtype]
+    assert got[0].dtype == dtype
+    torch.testing.assert_close(got[0].reshape(T, N).double(), gx_ref.to(dtype).double(),
+                               rtol=rtol, atol=atol)
+    if v_init is not None:
+        ctol = GRAD_TOL[cdt]
+        torch.testing.assert_close(got[1].reshape(N).double(), gv0_ref.to(cdt).double(),
+                                   rtol=ctol[0], atol=ctol[1])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("n", all_neurons(), ids=str)
+def test_every_configuration_fp32(backend, n):
+    run_and_check(backend, n, (7, 23), torch.float32, v0_kind="random")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("n", all_neurons(tau=1.7, v_threshold=0.6), ids=str)
+def test_every_configuration_fp64_other_tau(backend, n):
+    run_and_check(backend, n, (9, 11), torch.float64, v0_kind="random")
+
+
+SHAPES = [(1, 1), (1, 7), (5, 1), (8, 3), (9, 13), (17, 5), (3, 2, 5, 3, 2), (0, 5), (4, 0),
+          (2, 0, 3)]
+REPRESENTATIVE = [Neuron(2.0, False, 1.0, None, "Rect", 1.0, False),     # the paper's neuron
+                  Neuron(2.0, True, 1.0, 0.0, "Sigmoid", 4.0, False),    # SpikingJelly default
+                  Neuron(3.0, True, 0.5, -0.25, "ATan", 2.0, True)]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("n", REPRESENTATIVE, ids=str)
+def test_odd_shapes(backend, shape, n):
+    run_and_check(backend, n, shape, torch.float32)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("n", all_neurons()[::5], ids=str)
+def test_dtypes(backend, dtype, n):
+    run_and_check(backend, n, (6, 19), dtype, v0_kind="random")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("n", REPRESENTATIVE, ids=str)
+def test_non_contiguous(backend, n):
+    run_and_check(backend, n, (5, 4, 7), torch.float32, noncontig=True)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("alpha", [0.5, 2.0])
+@pytest.mark.parametrize("surr", ["Rect", "Sigmoid", "ATan"])
+def test_other_alphas(backend, alpha, surr):
+    for reset in (None, 0.0):
+        run_and_check(backend, Neuron(2.0, True, 1.0, reset, surr, alpha, False), (6, 29),
+                      torch.float32, v0_kind="random")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_threshold_ties_fire_and_window_edges(backend):
+    # Dyadic values land exactly on the threshold (H == v_threshold must fire) and exactly on
+    # the Rect window edge |u| == 0.5/alpha (outside the window).
+    n = Neuron(2.0, False, 1.0, None, "Rect", 1.0, False)
+    x = torch.tensor([[1.0, 0.5, 1.5, 0.25], [0.5, 0.75, 0.0, 1.25]]).requires_grad_()
+    s, v, _ = tssd_fast.lif_multistep(x, backend=backend, **n.kwargs())
+    assert s.tolist() == [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]
+    (gx,) = torch.autograd.grad(s, x, torch.ones_like(s))
+    S, H, _ = forward(x.detach(), torch.zeros(4), n, torch.float32)
+    gref, _ = backward(H, S, n, torch.ones(2, 4))
+    torch.testing.assert_close(gx.double(), gref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_inference_saves_nothing_and_matches_training(backend):
+    n = REPRESENTATIVE[1]
+    x = torch.randn(4, 33)
+    with torch.no_grad():
+        s0, v0, _ = tssd_fast.lif_multistep(x, backend=backend, **n.kwargs())
+    s1, v1, _ = tssd_fast.lif_multistep(x.requires_grad_(), backend=backend, **n.kwargs())
+    assert torch.equal(s0, s1) and torch.equal(v0, v1)
+    assert not s0.requires_grad
+
+
+def test_window_bits_are_saved_instead_of_h():
+    # Rect + soft reset: backward needs 1 bit per neuron-step, not H (4 bytes in fp32).
+    x = torch.randn(12, 100)
+    outs = torch.ops.tssd_fast.lif_forward(x, torch.zeros(100), 2.0, 1.0, 0.0, False, False, 0,
+                                           1.0, False, False, True, "cpp")
+    spikes, v_last, v_seq, h_saved, bits = outs
+    assert h_saved.numel() == 0 and bits.shape == (2, 100) and bits.dtype == torch.uint8
+    S, H, _ = forward(x, torch.zeros(100), Neuron(2.0, False, 1.0, None, "Rect", 1.0), torch.float32)
+    window = ((H - 1.0).abs() < 0.5).to(torch.uint8)
+    for t in range(12):
+        assert torch.equal((bits[t // 8] >> (t % 8)) & 1, window[t]), t
+    assert torch.equal(bits[1] >> 4, torch.zeros(100, dtype=torch.uint8))  # unused high bits
+    outs = torch.ops.tssd_fast.lif_forward(x, torch.zeros(100), 2.0, 1.0, 0.0, True, False, 0,
+                                           1.0, False, False, True, "cpp")
+    assert outs[3].shape == (12, 100) and outs[4].numel() == 0  # hard reset saves H
