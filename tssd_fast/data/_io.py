@@ -1,0 +1,75 @@
+"""Small file helpers shared by the readers: atomic .npz writes, clear missing-file errors, an
+optional tqdm progress bar."""
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def atomic_save_npz(path: PathLike, compress: bool = True, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to ``path`` as an .npz, atomically.
+
+    The data go to a temporary file in the same folder, which is then renamed over ``path``
+    (``os.replace``), so a reader (another DataLoader worker, another rank, a crashed run)
+    never sees a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def require_file(path: PathLike, what: str, expected: str) -> Path:
+    """Return ``Path(path)`` if it is a file, else raise ``FileNotFoundError`` naming it.
+
+    The message reads ``"<what> not found: <path> (expected <expected>)"``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path} (expected {expected})")
+    return path
+
+
+def progress(iterable: Iterable, total: Optional[int] = None, desc: str = "",
+             enabled: bool = True) -> Iterable:
+    """Wrap ``iterable`` in a tqdm progress bar when tqdm is installed and ``enabled``.
+
+    tqdm is optional: without it the iterable is returned unchanged.
+    """
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, unit="sample", leave=False)
