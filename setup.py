@@ -63,7 +63,10 @@ def _extensions():
         return [], {}
 
     os.environ.setdefault("MAX_JOBS", str(_default_max_jobs()))
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off"]
+    # Same flags as the JIT build in tssd_fast/ops/_ext.py. No -ffast-math: it would change results;
+    # -fno-trapping-math changes none (it lets FP selects vectorize) and -ffp-contract=off keeps
+    # every product rounded as in the reference.
+    cxx = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"]
     exts = [CppExtension(
         "tssd_fast._C",
         sources=["csrc/cpu/lif_cpu.cpp"],  # relative: setuptools refuses absolute paths

@@ -42,7 +42,7 @@ def _jit_cpu():
         name="tssd_fast_cpu_jit",
         sources=[str(src / "cpu" / "lif_cpu.cpp")],
         extra_include_paths=[str(src)],
-        extra_cflags=["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off"],
+        extra_cflags=["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"],  # as setup.py
         extra_ldflags=["-fopenmp"],
         verbose=os.environ.get("TSSD_FAST_VERBOSE_BUILD", "0") == "1",
     )
