@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The GPU check of tssd_fast, for a lent GPU machine (see /work/.library/device/README.md):
+# build, the whole test suite with every GPU backend required, compute-sanitizer memcheck of the
+# CUDA kernels, and the LIF throughput benchmark. Logs land in $OUT (or /tmp/tssd_gpu_check_out).
+#
+#   bash benchmarks/gpu_check.sh            # everything (build, test, memcheck, bench)
+#   bash benchmarks/gpu_check.sh build test # some phases, in this order
+#
+# One device call runs at most 10 minutes: if everything does not fit, run `env build test` in
+# one call and `memcheck bench` in the next (test / memcheck / bench build first when the
+# checkout's tssd_fast._C_cuda does not load, e.g. on a fresh machine).
+#
+# Phases: env build test memcheck bench. Each one logs to $OUT/<phase>.log and appends a line to
+# $OUT/summary.txt; the script goes on after a failing phase and exits non-zero at the end if
+# any failed. Environment: PYTHON (default python3), PYTEST_WORKERS (default 8, needs
+# pytest-xdist), TORCH_CUDA_ARCH_LIST (setup.py's default "8.0;9.0"), GPU_CHECK_BENCH_ARGS
+# (extra arguments for lif_throughput.py). The device tool returns at most 8 files from $OUT:
+# this script writes summary.txt, env.log, build.log, test.log, memcheck.log, bench.log and
+# lif.json (7).
+set -u
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${OUT:-/tmp/tssd_gpu_check_out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1
+WORK="$(mktemp -d /tmp/tssd_gpu_check.XXXXXX)"
+PHASES=("$@")
+[ ${#PHASES[@]} -eq 0 ] && PHASES=(env build test memcheck bench)
+FAILED=0
+START=$(date +%s)
+
+note() { echo "$*" | tee -a "$OUT/summary.txt"; }
+
+run_phase() {  # run_phase NAME COMMAND...: log to $OUT/NAME.log, one summary line
+  local name="$1"; shift
+  local t0=$(date +%s) rc
+  echo "=== $name: $* ===" >"$OUT/$name.log"
+  ( set -o pipefail; "$@" 2>&1 | tee -a "$OUT/$name.log" )
+  rc=$?
+  note "$(printf '%-9s rc=%-3s %4ss  (%s)' "$name" "$rc" "$(( $(date +%s) - t0 ))" "$OUT/$name.log")"
+  [ $rc -ne 0 ] && FAILED=1
+  return $rc
+}
+
+phase_env() {
+  nvidia-smi || true
+  echo; uname -a; nproc; free -g 2>/dev/null | head -2
+  command -v nvcc && nvcc --version | tail -2
+  command -v compute-sanitizer || echo "compute-sanitizer not on PATH"
+  "$PY" - <<'EOF'
+import importlib, sys
+print("python", sys.version.split()[0], sys.executable)
+for name in ("torch", "triton", "cupy", "numpy", "pytest", "xdist"):
+    try:
+        m = importlib.import_module(name)
+        print(f"{name:8s} {getattr(m, '__version__', '?')}")
+    except Exception as e:  # noqa: BLE001
+        print(f"{name:8s} missing ({type(e).__name__}: {e})")
+import torch
+print("cuda available:", torch.cuda.is_available(), "torch.version.cuda:", torch.version.cuda)
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print("device:", p.name, f"cc {p.major}.{p.minor}", f"{p.multi_processor_count} SMs",
+          f"{p.total_memory / 2**30:.0f} GiB")
+EOF
+}
+
+phase_build() {
+  cd "$REPO" || return 1
+  # nvcc compiles the arch list one arch at a time unless told otherwise
+  export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:-} --threads=2"
+  export MAX_JOBS="${MAX_JOBS:-16}"
+  "$PY" -m pip install -v --no-build-isolation . || return 1
+  # the same extensions in the checkout too (ninja reuses build/), so tests that import the
+  # source tree or start subprocesses in it get the compiled kernels as well
+  "$PY" setup.py build_ext --inplace || return 1
+  # the installed package, imported from outside the checkout
+  cd "$WORK" && "$PY" - <<'EOF'
+import tssd_fast, torch
+from tssd_fast.ops import registry, _ext
+print("tssd_fast from", tssd_fast.__file__)
+print("csrc:", _ext.csrc_dir())
+for b in ("cpp", "cuda", "triton", "cupy"):
+    dev = "cpu" if b == "cpp" else "cuda"
+    ok = registry.backend_runs_on(b, dev)
+    print(f"{b:7s} {'available' if ok else 'UNAVAILABLE: ' + registry.unavailable_reason(b)}")
+print("available on cuda:", tssd_fast.available_backends("cuda"))
+assert registry.backend_runs_on("cuda", "cuda"), "the CUDA extension was not built or not loadable"
+EOF
+}
+
+phase_test() {
+  cd "$REPO" || return 1
+  local xdist=()
+  if "$PY" -c "import xdist" 2>/dev/null && [ "${PYTEST_WORKERS:-8}" != "0" ]; then
+    xdist=(-n "${PYTEST_WORKERS:-8}")
+  fi
+  TSSD_FAST_REQUIRE_GPU_BACKENDS=cuda,triton,cupy \
+    "$PY" -m pytest -p no:cacheprovider "${xdist[@]}" -rfEs --durations=15 -q tests
+}
+
+phase_memcheck() {
+  cd "$WORK" || return 1
+  local cs
+  cs="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null \
+        || ls /opt/nvidia/nsight-compute/*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)"
+  if [ -z "$cs" ]; then echo "compute-sanitizer not found"; return 1; fi
+  cat >"$WORK/lif_memcheck.py" <<'EOF'
+# Every CUDA kernel variant once, small: dtypes x vector widths (N % 4 == 0, == 2, odd, and a
+# misaligned pointer) x save modes x store_v_seq, and every backward (bits, Rect/Sigmoid/ATan with
+# H, with and without grad_v_seq / grad_v_last). Each tensor is its own cudaMalloc
+# (PYTORCH_NO_CUDA_MEMORY_CACHING=1) so memcheck sees an access past any tensor's end.
+import sys
+import torch
+import tssd_fast
+from tssd_fast.ops import registry
+backends = [b for b in sys.argv[1:] if registry.backend_runs_on(b, "cuda")]
+print("backends:", backends)
+op = torch.ops.tssd_fast
+count = 0
+for backend in backends:
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        cdt = torch.float64 if dtype == torch.float64 else torch.float32
+        for N, off in ((1028, 0), (1026, 0), (1027, 0), (1028, 1)):
+            T = 11
+            base = torch.randn(T * N + off, device="cuda").to(dtype)
+            x = base[off:].view(T, N)
+            v0 = torch.randn(N, device="cuda", dtype=cdt)
+            for hard, surr in ((False, 0), (True, 0), (False, 1), (True, 2)):
+                for store in (False, True):
+                    for save in (False, True):
+                        outs = op.lif_forward(x, v0, 2.0, 1.0, 0.0, hard, True, surr,
+                                              1.0 if surr == 0 else 4.0, False, store, save,
+                                              backend)
+                        count += 1
+                        if not save:
+                            continue
+                        _, _, _, h, bits = outs
+                        gs = torch.randn(T, N, device="cuda").to(dtype)
+                        for gvs, gvl in ((None, None), (torch.randn(T, N, device="cuda", dtype=cdt),
+                                                        torch.randn(N, device="cuda", dtype=cdt))):
+                            op.lif_backward(gs, gvs, gvl, h, bits, 2.0, 1.0, 0.0, hard, True,
+                                            surr, 1.0 if surr == 0 else 4.0, False, backend)
+                            count += 1
+torch.cuda.synchronize()
+print("launch pairs run:", count)
+EOF
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 17 \
+    "$PY" "$WORK/lif_memcheck.py" cuda cupy
+}
+
+phase_bench() {
+  cd "$REPO" || return 1
+  if [ ! -f "$REPO/benchmarks/lif_throughput.py" ]; then
+    echo "benchmarks/lif_throughput.py is missing"; return 1
+  fi
+  # default sweep for this device (no sweep arguments), results also as JSON
+  "$PY" "$REPO/benchmarks/lif_throughput.py" --json "$OUT/lif.json" ${GPU_CHECK_BENCH_ARGS:-}
+}
+
+built() {  # the checkout's CUDA extension loads (build outputs survive on a warm machine)
+  (cd "$REPO" && "$PY" -c "import tssd_fast._C_cuda" 2>/dev/null)
+}
+ensure_built() {
+  built || run_phase build phase_build
+}
+
+for p in "${PHASES[@]}"; do
+  case "$p" in
+    env) run_phase env phase_env ;;
+    build) run_phase build phase_build ;;
+    test) ensure_built; run_phase test phase_test ;;
+    memcheck) ensure_built; run_phase memcheck phase_memcheck ;;
+    bench) ensure_built; run_phase bench phase_bench ;;
+    *) note "unknown phase $p (env build test memcheck bench)"; FAILED=1 ;;
+  esac
+done
+note "total $(( $(date +%s) - START ))s; failed=$FAILED"
+rm -rf "$WORK"
+exit $FAILED
