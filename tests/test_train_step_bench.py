@@ -1,0 +1,135 @@
+"""benchmarks/train_step.py: the CLI on a tiny size (every neuron of the CPU checked against the
+reference and timed; JSON and CSV written), the stand-in neuron, interleaved timing."""
+import csv
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import tssd_fast
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _train_step_neurons as N  # noqa: E402
+import _train_step_timing as TT  # noqa: E402
+import harness  # noqa: E402
+import train_step as ts  # noqa: E402
+
+TINY = ["--quick", "--device", "cpu", "--threads", "1", "--width", "0.0625", "--batch", "2",
+        "--min-reps", "2", "--min-time", "0"]
+
+
+def _sj_importable() -> bool:
+    try:
+        importlib.import_module("spikingjelly.activation_based.neuron")
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _run(tmp_path, *extra):
+    out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
+    proc = subprocess.run([sys.executable, str(BENCH / "train_step.py"), *TINY, "--json",
+                           str(out_json), "--csv", str(out_csv), "--no-progress", *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout, json.loads(out_json.read_text()), out_csv
+
+
+def test_cli_tiny_run(tmp_path):
+    out, data, out_csv = _run(tmp_path, "--strict")
+    assert "img/s" in out and "neuron %" in out and "wall time" in out and "target" in out
+    assert data["environment"]["device"] == "cpu" and data["environment"]["torch_threads"] == 1
+    rows = data["rows"]
+    expected = {N.REFERENCE, N.STANDIN, *tssd_fast.available_backends("cpu")}
+    if _sj_importable():
+        expected.add("sj-torch")
+    for method in ts.METHODS:
+        mine = {r["provider"]: r for r in rows if r["method"] == method}
+        assert set(mine) == expected, (method, sorted(mine))
+        for r in mine.values():
+            assert r["status"] == "ok", r
+            assert r["arch"] == "vgg9" and r["batch"] == 2 and r["width"] == 0.0625
+            assert r["median_ms"] > 0 and r["p20_ms"] <= r["median_ms"] <= r["p80_ms"]
+            assert r["img_per_s"] == pytest.approx(2e3 / r["median_ms"])
+            assert r["saved_bytes"] > 0 and r["peak_bytes"] is None  # no CUDA peak on CPU
+            if r["kind"] != "standin":  # same weights and batch: the same first-step loss
+                assert r["loss0"] == pytest.approx(r["loss0_ref"], rel=1e-3)
+                assert r["neuron_share"] == pytest.approx(1 - r["standin_ms"] / r["median_ms"])
+        ref = mine[N.REFERENCE]
+        assert ref["speedup"] == pytest.approx(1.0)
+        assert mine[N.STANDIN]["speedup"] == pytest.approx(ref["median_ms"]
+                                                            / mine[N.STANDIN]["median_ms"])
+        assert (ref["T_teacher"] is None) == (method == "baseline")
+        # the reference saves more for backward than the network without neuron
+        assert ref["saved_bytes"] > mine[N.STANDIN]["saved_bytes"]
+    with out_csv.open() as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == len(rows) and set(ts.CSV_FIELDS) <= set(csv_rows[0])
+    assert csv_rows[0]["commit"] and csv_rows[0]["neuron"].startswith("paper")
+
+
+def test_cli_tiny_amp_channels_last(tmp_path):
+    # the GPU variants' code paths (autocast bf16, channels_last), on CPU
+    out, data, _ = _run(tmp_path, "--precision", "bf16", "--layout", "cl", "--methods",
+                        "tssd-shared", "--providers", "tssd", "--no-standin")
+    rows = data["rows"]
+    assert {r["provider"] for r in rows} == set(tssd_fast.available_backends("cpu"))
+    assert all(r["precision"] == "bf16" and r["layout"] == "cl" for r in rows)
+    assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in rows), rows
+    assert all(r["neuron_share"] is None for r in rows)
+    assert "prec" in out and "layout" in out
+
+
+def test_standin_is_a_heaviside_with_straight_through_gradient():
+    m = N.NeuronStandIn(v_threshold=1.0)
+    x = torch.tensor([[0.5, 1.0, 2.0], [-1.0, 0.99, 1.5]], requires_grad=True)
+    s = m(x)
+    assert torch.equal(s, torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]))
+    g = torch.arange(6.0).reshape(2, 3)
+    s.backward(g)
+    assert torch.equal(x.grad, g)
+    cl = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    assert m(cl).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_interleaved_timing_keeps_going_when_one_fails():
+    calls = {"a": 0, "b": 0}
+
+    def a():
+        calls["a"] += 1
+
+    def b():
+        calls["b"] += 1
+        if calls["b"] > 2:
+            raise RuntimeError("boom")
+
+    opts = harness.TimerOptions(min_reps=4, max_reps=4, min_time_s=0.0, warmup_reps=1,
+                                warmup_s=0.0)
+    res = TT.measure_interleaved({"a": a, "b": b}, "cpu", opts)
+    assert isinstance(res["a"], harness.Timing) and res["a"].reps == 4
+    assert res["a"].warmup == 1 and calls["a"] == 5
+    assert isinstance(res["b"], RuntimeError)
+
+
+def test_vs_fp32_and_list(capsys, tmp_path):
+    base = dict(arch="vgg9", input="cifar", method="tssd", kind="tssd", status="ok")
+    rows = [dict(base, provider="torch", precision="fp32", layout="nchw", median_ms=10.0),
+            dict(base, provider="cuda", precision="bf16", layout="cl", median_ms=4.0),
+            dict(base, provider="cuda", precision="bf16", layout="nchw", median_ms=None)]
+    ts.add_vs_fp32(rows)
+    assert rows[0]["speedup_vs_fp32"] == pytest.approx(1.0)
+    assert rows[1]["speedup_vs_fp32"] == pytest.approx(2.5)
+    assert rows[2].get("speedup_vs_fp32") is None
+    assert ts.main(["--list", "--device", "cpu"]) == 0
+    listing = capsys.readouterr().out
+    assert "torch" in listing and "stand-in" in listing and "cpp" in listing
+    rows = [dict(base, provider="torch", precision="fp32", layout="nchw", median_ms=10.0,
+                 img_per_s=100.0)]
+    msg = ts.write_plot(tmp_path / "p.png", rows)  # a PNG, or a message without matplotlib
+    assert (msg is None and (tmp_path / "p.png").stat().st_size > 0) or "matplotlib" in msg
