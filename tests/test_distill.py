@@ -170,6 +170,25 @@ def test_teacher_run_gets_no_gradient():
         torch.testing.assert_close(g, r)
 
 
+def test_separate_teacher_run_keeps_no_graph_unless_teacher_ce():
+    # the T' run feeds only detached targets, so it must not store activations for backward
+    model, (x, y) = tiny(weak_stage=None), batch()
+    saved = []
+
+    def count(method):
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t,
+                                                      lambda t: t):
+            method.step(model, x, y)
+        return sum(saved)
+
+    student_only = count(make_method("baseline", T=2))
+    # a T'=4 run with a graph stores about twice the T=2 student's activations; without one,
+    # only the TSD loss's few [B, K] tensors come on top
+    assert count(make_method("tsd", T=2, T_teacher=4)) - student_only < 0.01 * student_only
+    assert count(make_method("tsd", T=2, T_teacher=4, teacher_ce=True)) > 2 * student_only
+
+
 def test_kd_and_tser_parts():
     model, (x, y) = tiny(), batch()
     torch.manual_seed(3)

@@ -96,7 +96,10 @@ class TSSD(Method):
             s_out, weak = _run(model, x, self.T, self.ssd)
             if self.needs_teacher:
                 x_t = x if x_teacher is None else x_teacher
-                t_out, _ = _run(model, x_t, self.T_teacher, False)
+                # Every loss detaches the teacher side, so without teacher_ce its run needs no
+                # graph: no_grad saves its activations (measured ~3x less saved memory on VGG-9).
+                with torch.set_grad_enabled(torch.is_grad_enabled() and self.teacher_ce):
+                    t_out, _ = _run(model, x_t, self.T_teacher, False)
         parts = {"ce": L.ce_of_mean(s_out, y)}
         loss = parts["ce"]
         if self.tsd:
