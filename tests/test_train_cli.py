@@ -1,0 +1,334 @@
+"""The training CLI (python -m tssd_fast.train) and the plot command, on tiny CPU runs.
+
+A tiny CIFAR-10 written in the real pickle format trains through the CLI in a subprocess; the
+rest runs the same ``main`` in-process on the synthetic data (tiny VGG-9, T=2, few steps).
+"""
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _fake_datasets as fake  # noqa: E402
+
+import tssd_fast  # noqa: E402
+from tssd_fast.train import PRESETS  # noqa: E402
+from tssd_fast.train.cli import config_from_args, main  # noqa: E402
+from tssd_fast.train.checkpoint import load_checkpoint  # noqa: E402
+
+PKG_ROOT = str(Path(tssd_fast.__file__).resolve().parent.parent)
+# tiny synthetic task: 48 train / 48 test images 3x16x16, batch 16 -> 3 steps per epoch
+SYN = ["--dataset", "synthetic", "--data-opt", "num_samples=48", "--data-opt", "size=16", "--preset", "cpu-tiny",
+       "--batch-size", "16", "--device", "cpu", "--no-progress", "--backend", "torch"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The models are tiny: one torch thread is as fast and does not suffer from a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cli(args, cwd, timeout=240, module="tssd_fast.train"):
+    """``python -m <module> args`` in a subprocess importing the same tssd_fast as the tests."""
+    env = dict(os.environ, PYTHONPATH=PKG_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def metrics(run):
+    with open(Path(run) / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest(), os.stat(path).st_mtime_ns
+
+
+def no_temp_files(run):
+    return not glob.glob(str(Path(run) / ".*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One finished 1-epoch TSSD run on the synthetic data (shared, never modified: copy it)."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(SYN + ["--epochs", "1", "--out-dir", out, "--T-eval", "2", "1"]) == 0
+    return out
+
+
+def copy_run(run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst)
+    return dst
+
+
+# ------------------------------------------------------------------------ CLI on real pickles
+
+
+def test_cifar10_pickles_train_resume_and_log_through_the_cli(tmp_path):
+    fake.write_cifar10(tmp_path / "data", n_per_batch=4, n_test=6)  # 20 train / 6 test images
+    out = tmp_path / "run"
+    args = ["--dataset", "cifar10", "--data-dir", tmp_path / "data", "--preset", "cpu-tiny", "--batch-size", 8,
+            "--device", "cpu", "--T-eval", 2, 1]
+    r = cli(args + ["--epochs", 1, "--out-dir", out], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "summary:" in r.stdout and "best test_acc" in r.stdout
+    assert "img_s=" in r.stderr and "loss=" in r.stderr  # the tqdm bar with loss and throughput
+
+    (rec,) = metrics(out)
+    assert rec["epoch"] == 1 and rec["global_step"] == 3 and rec["images"] == 20
+    for key in ("train_loss", "train_ce", "train_tsd", "train_ssd", "train_acc", "test_acc", "test_acc_T1",
+                "test_acc_T2", "lr", "images_per_s", "seconds"):
+        assert isinstance(rec[key], float), key
+    assert rec["train_loss"] == pytest.approx(rec["train_ce"] + rec["train_tsd"] + rec["train_ssd"], rel=1e-5)
+    assert rec["lr"] == 0.1 and rec["images_per_s"] > 0 and 0 <= rec["test_acc"] <= 1
+
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["dataset"] == "cifar10" and cfg["config"]["preset"] == "cpu-tiny"
+    assert cfg["config"]["weight_decay"] == 1e-4 and cfg["config"]["T_teacher"] == 4
+    assert cfg["dataset"]["num_classes"] == 10 and cfg["dataset"]["input_size"] == [32, 32]
+    ck = load_checkpoint(out / "checkpoint_last.pt")
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "global_step", "rng", "config"} <= set(ck)
+    assert ck["epoch"] == 1 and ck["global_step"] == 3 and len(ck["rng"]) == 1
+    assert (out / "checkpoint_best.pt").exists() and (out / "summary.json").exists() and no_temp_files(out)
+
+    r = cli(["--resume", out / "checkpoint_last.pt", "--epochs", 2, "--no-progress"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "resumed from" in r.stdout and "1 epoch(s) done" in r.stdout
+    recs = metrics(out)
+    assert [m["epoch"] for m in recs] == [1, 2] and recs[1]["global_step"] == 6
+    assert load_checkpoint(out / "checkpoint_last.pt")["epoch"] == 2
+
+
+# ------------------------------------------------------------------------ resume, NaN, eval
+
+
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    args = SYN + ["--lr-step", "1", "--T-eval", "2", "1"]  # lr changes after epoch 1: the scheduler state matters
+    assert main(args + ["--epochs", "2", "--out-dir", tmp_path / "a"]) == 0
+    assert main(args + ["--epochs", "1", "--out-dir", tmp_path / "b"]) == 0
+    assert main(["--resume", tmp_path / "b" / "checkpoint_last.pt", "--epochs", "2"]) == 0
+    a, b = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt"), load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
+    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"] == 6
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for (ka, sa), (kb, sb) in zip(a["optimizer"]["state"].items(), b["optimizer"]["state"].items()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert a["scheduler"] == b["scheduler"]
+    ma, mb = metrics(tmp_path / "a"), metrics(tmp_path / "b")
+    assert [m["lr"] for m in mb] == pytest.approx([0.1, 0.01])
+    for key in ("train_loss", "train_tsd", "train_ssd", "test_acc", "test_acc_T1"):
+        assert [m[key] for m in ma] == [m[key] for m in mb], key
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, tiny_run, capsys):
+    run = copy_run(tiny_run, tmp_path)
+    before = {n: digest(run / n) for n in ("checkpoint_last.pt", "checkpoint_best.pt")}
+    # epoch 1 = steps 1-3 (in the checkpoint); step 5 is batch 2 of epoch 2
+    rc = main(["--resume", run / "checkpoint_last.pt", "--epochs", "3", "--debug-nan-at-step", "5"])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "non-finite loss (nan) at step 5 (epoch 2, batch 2)" in err
+    assert "checkpoint_last.pt still holds epoch 1" in err
+    assert {n: digest(run / n) for n in before} == before
+    assert [m["epoch"] for m in metrics(run)] == [1] and no_temp_files(run)
+
+    fresh = tmp_path / "fresh"  # NaN in the very first step: no checkpoint at all
+    assert main(SYN + ["--epochs", "1", "--out-dir", fresh, "--debug-nan-at-step", "1"]) == 3
+    assert "at step 1 (epoch 1, batch 1)" in capsys.readouterr().err
+    assert not (fresh / "checkpoint_last.pt").exists() and not (fresh / "metrics.jsonl").exists()
+
+
+def test_eval_only_reports_every_T_and_writes_nothing_else(tmp_path, tiny_run):
+    run = copy_run(tiny_run, tmp_path)
+    before = digest(run / "checkpoint_last.pt")
+    (rec,) = metrics(run)
+    assert main(["--resume", run / "checkpoint_last.pt", "--eval-only", "--T-eval", "2", "1", "4",
+                 "--early-exit-threshold", "0.5"]) == 0
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["epoch"] == 1 and ev["test_T"] == 2
+    assert ev["test_acc_T2"] == rec["test_acc_T2"] and ev["test_acc_T1"] == rec["test_acc_T1"]
+    assert 0 <= ev["test_acc_T4"] <= 1
+    assert 0 <= ev["early_exit"]["exit_fraction"] <= 1 and ev["early_exit"]["threshold"] == 0.5
+    assert digest(run / "checkpoint_last.pt") == before and len(metrics(run)) == 1
+
+
+def test_existing_run_is_not_overwritten_without_resume_or_overwrite(tmp_path, tiny_run, capsys):
+    run = copy_run(tiny_run, tmp_path)
+    before = digest(run / "checkpoint_last.pt")
+    assert main(SYN + ["--epochs", "1", "--out-dir", run]) == 2
+    assert "--resume" in capsys.readouterr().err and digest(run / "checkpoint_last.pt") == before
+
+
+# ------------------------------------------------------------------------ presets and precedence
+
+
+def test_presets_and_override_precedence(tmp_path, tiny_run, capsys):
+    c = config_from_args(["--dataset", "cifar10-dvs"])  # automatic preset: the paper's DVS recipe
+    assert c.preset == "paper-dvs" and c.weight_decay == 1e-3 and (c.T, c.T_teacher) == (5, 10)
+    assert (c.optimizer, c.lr, c.momentum, c.scheduler, c.lr_step, c.lr_gamma, c.epochs, c.batch_size) == \
+        ("sgd", 0.1, 0.9, "step", 30, 0.1, 100, 64)
+    c = config_from_args(["--dataset", "CIFAR10"])
+    assert c.dataset == "cifar10" and c.preset == "paper-static" and c.weight_decay == 1e-4 and c.T_eval == [2]
+    c = config_from_args(["--dataset", "imagenet", "--data-dir", "x"])
+    assert (c.optimizer, c.lr, c.scheduler, c.schedule_epochs, c.epochs, c.batch_size) == \
+        ("lamb", 5e-4, "cosine", 300, 150, 32)
+    # an explicit flag beats the preset; the rest of the preset stays
+    c = config_from_args(["--dataset", "cifar10", "--preset", "paper-dvs", "--weight-decay", "5e-4", "--T", "3"])
+    assert c.preset == "paper-dvs" and c.weight_decay == 5e-4 and (c.T, c.T_teacher) == (3, 10) and c.epochs == 100
+    # a config file is the base; flags beat it
+    (tmp_path / "c.json").write_text(json.dumps({"lr": 0.05, "width": 0.5, "dataset": "digits"}))
+    c = config_from_args(["--config", tmp_path / "c.json", "--width", "0.25"])
+    assert (c.lr, c.width, c.dataset) == (0.05, 0.25, "digits")
+    # resuming: the checkpoint's config is the base, the out dir is the checkpoint's folder
+    c = config_from_args(["--resume", tiny_run / "checkpoint_last.pt", "--epochs", "7"])
+    assert c.epochs == 7 and c.width == PRESETS["cpu-tiny"]["width"] and c.batch_size == 16
+    assert os.path.samefile(c.out_dir, tiny_run)
+    c = config_from_args(["--resume", tiny_run / "checkpoint_last.pt", "--T", "3", "--T-teacher", "6",
+                          "--data-opt", "noise=0.5"])
+    assert c.T_eval == [2, 1] and c.data_opts == {"num_samples": 48, "size": 16, "noise": 0.5}
+    (tmp_path / "t.json").write_text(json.dumps({"T": 2, "T_eval": [2]}))  # a derived T_eval follows T
+    assert config_from_args(["--config", tmp_path / "t.json", "--T", "3"]).T_eval == [3]
+    (tmp_path / "typo.json").write_text(json.dumps({"lrr": 0.05}))
+    with pytest.raises(SystemExit):
+        main(["--config", tmp_path / "typo.json", "--print-config"])
+    capsys.readouterr()
+    assert main(["--dataset", "cifar10", "--lr", "0.3", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["lr"] == 0.3 and printed["weight_decay"] == 1e-4
+    for bad in (["--method", "tsd", "--T", "4", "--T-teacher", "3"], ["--method", "kd"], ["--preset", "nope"],
+                ["--data-opt", "novalue"]):
+        with pytest.raises(SystemExit) as e:
+            main(bad)
+        assert e.value.code == 2, bad
+
+
+# ------------------------------------------------------------------------ methods, data kinds, AMP
+
+
+@pytest.mark.parametrize("extra", [
+    ["--method", "baseline", "--arch", "resnet18", "--width", "0.0625"],
+    ["--method", "tks"],
+    ["--method", "tsd", "--amp"],  # bf16 autocast on CPU
+    ["--method", "tssd", "--dataset", "synthetic-dvs", "--T", "2", "--T-teacher", "3"],  # (x_T, x_T') pairs
+    ["--method", "tssd", "--dataset", "synthetic-dvs", "--T", "2", "--T-teacher", "3", "--teacher-mode",
+     "shared_prefix"],
+], ids=["baseline-resnet18", "tks", "tsd-amp", "tssd-dvs-separate", "tssd-dvs-shared_prefix"])
+def test_methods_run_one_step(tmp_path, extra):
+    out = tmp_path / "run"
+    assert main(SYN + ["--epochs", "1", "--max-steps-per-epoch", "1", "--out-dir", out] + extra) == 0
+    (rec,) = metrics(out)
+    assert rec["global_step"] == 1 and torch.isfinite(torch.tensor(rec["train_loss"]))
+    assert json.loads((out / "config.json").read_text())["config"]["method"] == extra[1]
+
+
+def test_ann_teacher_then_kd_and_tser(tmp_path):
+    assert main(SYN + ["--method", "ann", "--epochs", "1", "--out-dir", tmp_path / "ann"]) == 0
+    teacher = tmp_path / "ann" / "checkpoint_last.pt"
+    for method in ("kd", "tser"):
+        out = tmp_path / method
+        assert main(SYN + ["--method", method, "--teacher", teacher, "--epochs", "1", "--max-steps-per-epoch", "1",
+                           "--out-dir", out]) == 0
+        (rec,) = metrics(out)
+        assert "train_kd" in rec and torch.isfinite(torch.tensor(rec["train_loss"]))
+
+
+# ------------------------------------------------------------------------ plot
+
+
+def test_plot_writes_a_png(tmp_path, tiny_run):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curves.png"
+    r = cli([tiny_run, tiny_run, "-o", png, "--labels", "a", "b"], tmp_path, module="tssd_fast.plot")
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from tssd_fast.plot import main as plot_main
+    assert plot_main([str(tmp_path / "missing")]) == 1
+
+
+def test_tensorboard_scalars_when_installed(tmp_path, monkeypatch):
+    """tensorboard is optional (not installed here): a stand-in SummaryWriter receives the scalars."""
+    import types
+
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    out = tmp_path / "run"
+    assert main(SYN + ["--epochs", "1", "--max-steps-per-epoch", "1", "--method", "baseline", "--out-dir", out]) == 0
+    assert calls[0] == ("init", str(out / "tb")) and calls[-1] == ("close",)
+    tags = {c[0]: c[1:] for c in calls[1:-1]}
+    assert {"train_loss", "train_ce", "test_acc", "lr", "images_per_s"} <= set(tags)
+    assert tags["test_acc"] == (metrics(out)[0]["test_acc"], 1)
+    # --no-tensorboard: no writer
+    calls.clear()
+    assert main(SYN + ["--epochs", "1", "--max-steps-per-epoch", "1", "--method", "baseline", "--out-dir",
+                       tmp_path / "run2", "--no-tensorboard"]) == 0
+    assert calls == []
+
+
+def test_lamb_step_and_schedules():
+    from tssd_fast.train.config import TrainConfig
+    from tssd_fast.train.optim import Lamb, build_scheduler
+
+    p = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    opt = Lamb([p], lr=0.1, weight_decay=0.5)
+    p.grad = torch.tensor([1.0, -2.0])
+    opt.step()
+    # step 1: m_hat = g, v_hat = g^2 -> u = g / (|g| + eps) + wd * p; p -= lr * |p| / |u| * u
+    u = torch.tensor([1.0, -2.0]) / (torch.tensor([1.0, 2.0]) + 1e-6) + 0.5 * torch.tensor([3.0, 4.0])
+    expect = torch.tensor([3.0, 4.0]) - 0.1 * (5.0 / u.norm()) * u
+    torch.testing.assert_close(p.detach(), expect)
+
+    def lrs(**kw):
+        o = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        s = build_scheduler(TrainConfig(**kw), o)
+        out = []
+        for _ in range(4):
+            out.append(o.param_groups[0]["lr"])
+            o.step()
+            s.step()
+        return out
+
+    assert lrs(scheduler="step", lr_step=2, lr_gamma=0.1) == pytest.approx([1, 1, 0.1, 0.1])
+    assert lrs(scheduler="cosine", epochs=2, schedule_epochs=4) == pytest.approx([1, 0.853553, 0.5, 0.146447], rel=1e-5)
+    assert lrs(scheduler="constant") == [1, 1, 1, 1]
+
+
+def test_demo_digits_smoke(tmp_path, capsys):
+    pytest.importorskip("sklearn.datasets")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    try:
+        import demo_digits
+    except ImportError:
+        pytest.skip("examples/ is not next to tests/")
+    finally:
+        sys.path.pop(0)
+    assert demo_digits.main(["--variants", "baseline", "--seeds", "1", "--epochs", "1", "--jobs", "1",
+                             "--out", str(tmp_path), "--json", str(tmp_path / "d.json")]) == 0
+    out = capsys.readouterr().out
+    assert "baseline" in out and "test acc % T=1" in out
+    table = json.loads((tmp_path / "d.json").read_text())["table"]
+    assert table[0]["variant"] == "baseline" and 0 <= table[0]["T2"][0] <= 1

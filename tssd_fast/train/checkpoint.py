@@ -1,0 +1,84 @@
+"""Checkpoints: atomic writes, and everything a resumed run needs to continue exactly.
+
+A checkpoint is a dict (``torch.save``): ``model``, ``optimizer``, ``scheduler``, ``scaler``
+state dicts, ``epoch`` (completed epochs), ``global_step``, ``best_acc`` / ``best_epoch``,
+``config``, ``rng`` (one entry per rank: python, numpy, torch CPU and CUDA generator states),
+``loader_rng`` (the train DataLoader's shuffling generator) and ``world_size``. Every value is a
+tensor or a plain Python type, so it loads with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+FORMAT = "tssd_fast.train/1"
+
+
+def atomic_write_bytes(path: str, write) -> None:
+    """Write a file atomically: ``write(fileobj)`` into a temp file in the same folder, fsync, rename.
+
+    A reader (or a crash) never sees a half-written ``path``: it holds the old or the new content.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(state: Dict[str, Any], path: str) -> None:
+    """``torch.save(state)`` to ``path`` atomically (temp file, then rename)."""
+    atomic_write_bytes(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (on CPU, ``weights_only=True``)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - name the file, keep the cause
+        raise RuntimeError(f"cannot load checkpoint {path}: {e}") from e
+
+
+def rng_state() -> Dict[str, Any]:
+    """This process's RNG states: python ``random``, numpy, torch CPU and (if present) CUDA."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                       "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "torch": torch.get_rng_state(), "cuda": None}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def generator_state(gen: Optional[torch.Generator]) -> Optional[torch.Tensor]:
+    """State of a ``torch.Generator`` (None for None)."""
+    return None if gen is None else gen.get_state()
