@@ -62,8 +62,10 @@ class TSSD(Method):
     - ``extension``: the paper's further extension, SSD target = the T'-step output ``t``;
     - ``teacher_ce``: also add ``CE(mean_t t, y)`` (default off);
     - ``teacher_mode``: ``'separate'`` (a T run and a T' run) or ``'shared_prefix'`` (one T' run,
-      the student is its first T steps; saves ~T/(T+T') of the compute. Same as ``'separate'`` in
-      eval mode; in train mode BN statistics come from all T' steps).
+      the student is its first T steps; it skips the T-step forward but back-propagates through
+      all T' steps, so a training step is not cheaper than ``'separate'``, whose teacher run
+      keeps no graph (measured: docs/NETWORKS.md). Same as ``'separate'`` in eval mode; in
+      train mode BN statistics come from all T' steps).
     ``x_teacher`` in :meth:`step` optionally gives the teacher's input (e.g. a T'-frame
     integration of the same DVS samples); by default the teacher uses the first T' frames of ``x``
     (static images: the image repeated T' times).
