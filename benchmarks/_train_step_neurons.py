@@ -12,6 +12,7 @@
 
 Every one is built from the same NeuronConfig (benchmarks/_providers.py: 'paper' or 'sj').
 """
+import contextlib
 import inspect
 import os
 import sys
@@ -187,6 +188,17 @@ def _sj_selector(impl: str, device):
     return activate
 
 
+@contextlib.contextmanager
+def _skip_on_failure(p: NeuronProvider):
+    """Sets up `p` in the with block; a failure there becomes `p.skip` (Skip: its message)."""
+    try:
+        yield
+    except P.Skip as e:
+        p.skip = str(e)
+    except Exception as e:  # noqa: BLE001
+        p.skip = f"failed to set up: {type(e).__name__}: {e}"
+
+
 def sj_providers(cfg: P.NeuronConfig, device,
                  explicit: Sequence[str] = ()) -> List[NeuronProvider]:
     """SpikingJelly's LIFNode with its fastest implementations for this device and surrogate.
@@ -207,16 +219,12 @@ def sj_providers(cfg: P.NeuronConfig, device,
             if impl == "cupy" and dev != "cuda":
                 p.skip = "runs on CUDA only"
             else:
-                try:
+                with _skip_on_failure(p):
                     probe = _sj_factory(cfg)()
                     if impl not in probe.supported_backends:
                         raise P.Skip(f"not a backend of this spikingjelly "
                                      f"({probe.supported_backends})")
                     p.factory = _sj_factory(cfg, backend=impl)
-                except P.Skip as e:
-                    p.skip = str(e)
-                except Exception as e:  # noqa: BLE001
-                    p.skip = f"failed to set up: {type(e).__name__}: {e}"
             out.append(p)
         return out
     fuses = _sj_fuses(cfg)
@@ -234,13 +242,9 @@ def sj_providers(cfg: P.NeuronConfig, device,
                       f"runs its torch loop: sj-torch); --neuron sj uses Sigmoid")
             out.append(p)
             continue
-        try:
+        with _skip_on_failure(p):
             p.activate = _sj_selector(impl if fuses else "auto", device)
             p.factory = _sj_factory(cfg)
-        except P.Skip as e:
-            p.skip = str(e)
-        except Exception as e:  # noqa: BLE001
-            p.skip = f"failed to set up: {type(e).__name__}: {e}"
         out.append(p)
     return out
 

@@ -3,6 +3,8 @@
     measure(fn, device)          median / p20 / p80 of fn(i) after warm-up: perf_counter on CPU,
                                  CUDA events with an L2 flush before each call on GPU (as
                                  triton.testing.do_bench, which timer='do_bench' uses instead)
+    measure_interleaved(fns, device)
+                                 the same for several functions timed in interleaved rounds
     copy_bandwidth(device)       GB/s of a large tensor copy (read + write), the "machine limit"
     saved_tensor_bytes(fn)       bytes autograd keeps for backward (unique storages), any device
     peak_memory_bytes(fn)        extra CUDA memory at the peak of one call (None on CPU)
@@ -11,10 +13,15 @@
     append_csv / write_json      results files (CSV header written once)
     Progress                     a progress line on stderr for long sweeps
     format_table                 plain-text table
+    argument_parser, resolve_device, add_timing_args, add_output_args, write_json_and_plot, import_pyplot,
+    save_figure, select_names, short_error, free_memory
+                                 the command-line pieces the benchmark scripts share
 
 Import it from a script in benchmarks/ as `import harness` (the script's folder is on sys.path)
 or as `benchmarks.harness` from the repository root.
 """
+import argparse
+import contextlib
 import csv
 import datetime
 import gc
@@ -28,7 +35,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 
@@ -144,38 +151,58 @@ def measure(fn: Callable[[int], object], device, opts: Optional[TimerOptions] = 
     return _measure_cpu(fn, opts)
 
 
-def _measure_cpu(fn, opts: TimerOptions) -> Timing:
-    gc.collect()
+@contextlib.contextmanager
+def _gc_paused():
+    """The garbage collector run, then paused while timing (re-enabled after, if it was)."""
     was_enabled = gc.isenabled()
+    gc.collect()
     gc.disable()
     try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _warming(calls: int, spent_s: float, opts: TimerOptions) -> bool:
+    """Whether warm-up goes on after `calls` calls that took `spent_s` seconds: until
+    `warmup_reps` calls and `warmup_s` of them (at most 100 calls to reach the time)."""
+    return calls < opts.warmup_reps or (spent_s < opts.warmup_s and calls < 100)
+
+
+def _enough(calls: int, spent_s: float, opts: TimerOptions) -> bool:
+    """Whether `calls` timed calls that took `spent_s` seconds are enough: `max_reps` calls, or
+    3 once `max_time_s` is spent, or `min_reps` calls and `min_time_s`."""
+    return calls >= opts.max_reps or (calls >= 3 and spent_s >= opts.max_time_s) or (
+        calls >= opts.min_reps and spent_s >= opts.min_time_s)
+
+
+def _flush_buffer(dev: torch.device) -> torch.Tensor:
+    """The buffer zeroed before each timed GPU call to evict the L2 cache (as do_bench)."""
+    return torch.empty(max(2 * cache_bytes(dev), 256 << 20) // 4, dtype=torch.int32, device=dev)
+
+
+def _measure_cpu(fn, opts: TimerOptions) -> Timing:
+    with _gc_paused():
         i = 0
         t0 = time.perf_counter()
-        while i < opts.warmup_reps or (time.perf_counter() - t0 < opts.warmup_s and i < 100):
+        while _warming(i, time.perf_counter() - t0, opts):
             fn(i)
             i += 1
         warm = i
         samples: List[float] = []
         t_start = time.perf_counter()
-        while True:
-            spent = time.perf_counter() - t_start
-            n = len(samples)
-            if n >= opts.max_reps or (n >= 3 and spent >= opts.max_time_s) or (
-                    n >= opts.min_reps and spent >= opts.min_time_s):
-                break
+        while not _enough(len(samples), time.perf_counter() - t_start, opts):
             a = time.perf_counter()
             fn(i)
             samples.append((time.perf_counter() - a) * 1e3)
             i += 1
-    finally:
-        if was_enabled:
-            gc.enable()
     return summarize(samples, warm)
 
 
 def _measure_cuda_events(fn, device, opts: TimerOptions) -> Timing:
     dev = torch.device(device)
-    flush = torch.empty(max(2 * cache_bytes(dev), 256 << 20) // 4, dtype=torch.int32, device=dev)
+    flush = _flush_buffer(dev)
     torch.cuda.synchronize(dev)
     # warm-up, timed with events to size the measurement
     i = 0
@@ -189,7 +216,7 @@ def _measure_cuda_events(fn, device, opts: TimerOptions) -> Timing:
             end.record()
             torch.cuda.synchronize(dev)
             elapsed_s = start.elapsed_time(end) / 1e3
-            if elapsed_s >= opts.warmup_s or i >= 100:
+            if not _warming(i, elapsed_s, opts):
                 break
     warm = i
     est = max(elapsed_s / warm, 1e-6)
@@ -218,6 +245,110 @@ def _measure_do_bench(fn, opts: TimerOptions) -> Timing:
     samples = do_bench(call, warmup=max(1, int(opts.warmup_s * 1e3)),
                        rep=max(1, int(opts.min_time_s * 1e3)), return_mode="all")
     return summarize(list(samples), opts.warmup_reps)
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def measure_interleaved(fns: Dict[str, Callable[[], object]], device,
+                        opts: Optional[TimerOptions] = None,
+                        ) -> Dict[str, Union[Timing, BaseException]]:
+    """Time every fn() of `fns` in interleaved rounds; returns name -> Timing (median, p20,
+    p80 of its per-call times in ms), or the exception that stopped it (the others go on).
+
+    `measure` times one function at a time. When the machine is shared, the load changes during
+    a sweep, and a function timed in a quiet minute looks faster than one timed in a busy
+    minute. Here every round calls each function once (the order rotated every round), so a
+    change of load hits all of them alike and their ratio (the speedup) stays meaningful.
+    Per-call timer as `measure`: perf_counter on CPU (garbage collector paused), a CUDA event
+    pair on GPU with the L2 cache flushed before each call.
+
+    Warm-up: every fn `opts.warmup_reps` times, in rounds, and on until each had `warmup_s`.
+    Then rounds until each fn is done by `measure`'s rule: at least `min_reps` calls and
+    `min_time_s` of them (at most `max_reps`; once `max_time_s` is spent, 3 calls are enough).
+    A fn that is done leaves the rounds.
+    """
+    opts = opts or TimerOptions()
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    names = list(fns)
+    result: Dict[str, Union[Timing, BaseException]] = {}
+    samples: Dict[str, List[float]] = {n: [] for n in names}
+    flush = None
+    if cuda:
+        flush = _flush_buffer(dev)
+        torch.cuda.synchronize(dev)
+
+    def call_timed(name: str) -> Optional[tuple]:
+        """One call; CPU: its ms; CUDA: its event pair (read after the round's sync)."""
+        oom = False
+        try:
+            if cuda:
+                flush.zero_()
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fns[name]()
+                b.record()
+                return (a, b)
+            t0 = time.perf_counter()
+            fns[name]()
+            return ((time.perf_counter() - t0) * 1e3,)
+        except Exception as e:  # noqa: BLE001 - one failing fn must not stop the others
+            # keep a copy without the traceback, whose frames would hold the step's tensors
+            result[name] = RuntimeError(f"{type(e).__name__}: {e}")
+            oom = _is_oom(e)
+        if cuda and oom:
+            torch.cuda.empty_cache()
+        return None
+
+    def run_round(active: List[str], rnd: int) -> Dict[str, float]:
+        k = rnd % len(active)
+        order = active[k:] + active[:k]
+        got = {}
+        for n in order:
+            if n in result:
+                continue
+            r = call_timed(n)
+            if r is not None:
+                got[n] = r
+        if cuda:
+            torch.cuda.synchronize(dev)
+            return {n: a.elapsed_time(b) for n, (a, b) in got.items()}
+        return {n: r[0] for n, r in got.items()}
+
+    try:
+        with _gc_paused():
+            # warm-up
+            warm = {n: 0 for n in names}
+            warm_ms = {n: 0.0 for n in names}
+            rnd = 0
+            while True:
+                active = [n for n in names
+                          if n not in result and _warming(warm[n], warm_ms[n] / 1e3, opts)]
+                if not active:
+                    break
+                for n, ms in run_round(active, rnd).items():
+                    warm[n] += 1
+                    warm_ms[n] += ms
+                rnd += 1
+            # timed rounds
+            rnd = 0
+            while True:
+                active = [n for n in names if n not in result
+                          and not _enough(len(samples[n]), sum(samples[n]) / 1e3, opts)]
+                if not active:
+                    break
+                for n, ms in run_round(active, rnd).items():
+                    samples[n].append(ms)
+                rnd += 1
+    finally:
+        flush = None  # noqa: F841 - frees the flush buffer now
+    for n in names:
+        if n not in result:
+            result[n] = summarize(samples[n], warm[n]) if samples[n] else \
+                RuntimeError("no timed call")
+    return result
 
 
 def copy_bandwidth(device, nbytes: Optional[int] = None,
@@ -397,6 +528,127 @@ def environment_header(env: Dict[str, object]) -> str:
             if load > 0.5 * (env.get("cores") or 1) else ""
         lines.append(f"load average (1 min) at start: {load}{busy}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+def argument_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A benchmark script's parser (description and epilog printed as written) with --device,
+    which resolve_device reads."""
+    ap = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto",
+                    help="'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'")
+    return ap
+
+
+def resolve_device(name: str) -> torch.device:
+    """--device: 'auto' (cuda when available, else cpu) or a torch device name; exits with a
+    message when it names CUDA and CUDA is not available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available here (torch "
+                         f"{torch.__version__}); use --device cpu")
+    return dev
+
+
+def select_names(wanted: Iterable[str], available: Sequence[str],
+                 groups: Dict[str, List[str]], what: str) -> set:
+    """The names --providers asks for: each item of `wanted` is one of `available` or a group
+    of `groups`; an unknown one exits with the choices (`what`: 'provider', 'neuron')."""
+    names = set()
+    for w in wanted:
+        if w in groups:
+            names.update(groups[w])
+        elif w in available:
+            names.add(w)
+        else:
+            raise SystemExit(f"--providers: unknown {what} {w!r} on this device; choose from "
+                             f"{', '.join(available)} or a group ({', '.join(groups)})")
+    return names
+
+
+def add_timing_args(parser: argparse.ArgumentParser, min_time_help: str, min_reps_help: str,
+                    threads_help: str):
+    """The 'timing' group: --min-time, --min-reps, --threads, --seed (default 0). Returns the
+    group, for the script's own timing options."""
+    t = parser.add_argument_group("timing")
+    t.add_argument("--min-time", type=float, help=min_time_help)
+    t.add_argument("--min-reps", type=int, help=min_reps_help)
+    t.add_argument("--threads", type=int, help=threads_help)
+    t.add_argument("--seed", type=int, default=0)
+    return t
+
+
+def add_output_args(parser: argparse.ArgumentParser, default_csv, plot_help: str,
+                    strict_help: str, csv_when: str = ""):
+    """The 'output' group: --json PATH, --csv PATH (default `default_csv`; rows appended
+    `csv_when`, e.g. ' after each group'), --no-csv, --plot PATH, --no-progress, --strict.
+    Returns the group."""
+    default_csv = Path(default_csv)
+    try:
+        shown = default_csv.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        shown = str(default_csv)
+    o = parser.add_argument_group("output")
+    o.add_argument("--json", metavar="PATH", help="write environment, config and rows as JSON")
+    o.add_argument("--csv", metavar="PATH", default=str(default_csv),
+                   help=f"append rows to this CSV{csv_when} (header once); default {shown}")
+    o.add_argument("--no-csv", action="store_true", help="do not append to a CSV")
+    o.add_argument("--plot", metavar="PATH", help=plot_help)
+    o.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    o.add_argument("--strict", action="store_true", help=strict_help)
+    return o
+
+
+def write_json_and_plot(args: argparse.Namespace, payload: Callable[[], object],
+                        plot: Callable[[str], Optional[str]]) -> None:
+    """--json PATH and --plot PATH of add_output_args: payload() written as JSON, plot(PATH)
+    drawn (it returns an error message or None); each announced on stdout, a plot error on
+    stderr."""
+    if args.json:
+        write_json(args.json, payload())
+        print(f"JSON written to {args.json}")
+    if args.plot:
+        err = plot(args.plot)
+        print(err or f"plot written to {args.plot}", file=sys.stderr if err else sys.stdout)
+
+
+def import_pyplot():
+    """(matplotlib.pyplot on the Agg backend, None), or (None, the message --plot reports) when
+    matplotlib cannot be imported."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        return None, f"--plot needs matplotlib ({type(e).__name__}: {e}); pip install matplotlib"
+    return plt, None
+
+
+def save_figure(fig, path) -> None:
+    """Lay out `fig`, save it as an image at `path` (creating the folder), close it."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def short_error(e: BaseException, n: int = 160) -> str:
+    """'Type: message' of an exception on one line, at most n characters."""
+    msg = " ".join(f"{type(e).__name__}: {e}".split())
+    return msg if len(msg) <= n else msg[:n - 3] + "..."
+
+
+def free_memory(device, collect: bool = True) -> None:
+    """Run the garbage collector (unless collect=False) and hand cached CUDA memory back."""
+    if collect:
+        gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------- outputs

@@ -29,7 +29,6 @@ Results: a table on stdout, rows appended to benchmarks/results/lif_throughput.c
 """
 import argparse
 import dataclasses
-import gc
 import math
 import re
 import sys
@@ -204,8 +203,8 @@ class Sweep:
                     self._tick(mode, T, N, dtype, p.name)
                     rows.append(self._row(p, mode, T, N, dtype,
                                           status=f"error: inputs/reference failed: "
-                                                 f"{_short(e)}"))
-            _free(self.device)
+                                                 f"{harness.short_error(e)}"))
+            harness.free_memory(self.device)
             return rows
         for mode in modes:
             ref_out = ref if mode == "train" else Outputs(ref.spikes, ref.v_last, None)
@@ -215,7 +214,7 @@ class Sweep:
             for p in self.providers:
                 self._tick(mode, T, N, dtype, p.name)
                 group.append(self.run_point(p, mode, T, N, dtype, sets, ref_out, nbytes))
-                _free(self.device, collect=False)
+                harness.free_memory(self.device, collect=False)
             ref_ms = group[0]["median_ms"] if group and group[0]["provider"] == P.REFERENCE \
                 else None
             for r in group:
@@ -223,7 +222,7 @@ class Sweep:
                     r["speedup"] = ref_ms / r["median_ms"]
             rows += group
         del sets, ref
-        _free(self.device)
+        harness.free_memory(self.device)
         return rows
 
     def _spend(self, name: str, seconds: float) -> None:
@@ -270,14 +269,14 @@ class Sweep:
             return self._row(p, mode, T, N, dtype, f"skipped: {e}", bytes=nbytes)
         except Exception as e:  # noqa: BLE001 - a failing provider is reported, not fatal
             if p.kind == "spikingjelly" and P.SJ_PROFILE_REFUSED in str(e):
-                return self._row(p, mode, T, N, dtype, f"skipped: spikingjelly: {_short(e)}",
+                return self._row(p, mode, T, N, dtype, f"skipped: spikingjelly: {harness.short_error(e)}",
                                  bytes=nbytes)
             if compiles:
                 self._spend(p.name, time.perf_counter() - t0)
-                self.sticky[p.name] = f"skipped: torch.compile failed: {_short(e)}"
+                self.sticky[p.name] = f"skipped: torch.compile failed: {harness.short_error(e)}"
                 return self._row(p, mode, T, N, dtype, self.sticky[p.name], bytes=nbytes)
-            _free(self.device)
-            return self._row(p, mode, T, N, dtype, f"error: {_short(e)}", bytes=nbytes)
+            harness.free_memory(self.device)
+            return self._row(p, mode, T, N, dtype, f"error: {harness.short_error(e)}", bytes=nbytes)
         if compiles:
             self._spend(p.name, first_s)
         wrong = None if p.kind == "reference" else compare(ref, out, dtype)
@@ -293,8 +292,8 @@ class Sweep:
             t = harness.measure(lambda i: call(runner, mode, sets[i % n_sets]), self.device,
                                 self.opts.timer)
         except Exception as e:  # noqa: BLE001
-            _free(self.device)
-            return self._row(p, mode, T, N, dtype, f"error while timing: {_short(e)}",
+            harness.free_memory(self.device)
+            return self._row(p, mode, T, N, dtype, f"error while timing: {harness.short_error(e)}",
                              bytes=nbytes, first_call_s=first_s)
         # 3. memory: saved for backward (any device), peak (CUDA)
         saved = peak = None
@@ -320,18 +319,6 @@ def _sig(v, digits: int = 5):
     return float(f"{v:.{digits}g}") if isinstance(v, float) and math.isfinite(v) else v
 
 
-def _short(e: BaseException, n: int = 160) -> str:
-    msg = " ".join(f"{type(e).__name__}: {e}".split())
-    return msg if len(msg) <= n else msg[:n - 3] + "..."
-
-
-def _free(device, collect: bool = True) -> None:
-    if collect:
-        gc.collect()
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def build_providers(providers: Sequence[P.Provider], cfg, device, compile_reason: Optional[str],
                     explicit: Sequence[str] = ()) -> Dict[str, object]:
     """name -> Runner, or the reason it is skipped. compile_reason: why compile providers are
@@ -350,7 +337,7 @@ def build_providers(providers: Sequence[P.Provider], cfg, device, compile_reason
         except P.Skip as e:
             built[p.name] = str(e)
         except Exception as e:  # noqa: BLE001
-            built[p.name] = f"failed to set up: {_short(e)}"
+            built[p.name] = f"failed to set up: {harness.short_error(e)}"
     return built
 
 
@@ -441,13 +428,10 @@ def render_summary(rows: List[dict]) -> str:
 def write_plot(path, rows: List[dict]) -> Optional[str]:
     """Speedup and % of copy bandwidth against T (largest N, one line per provider and dtype),
     one row of panels per mode. Returns an error message instead of raising."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker  # noqa: F401
-    except Exception as e:  # noqa: BLE001
-        return f"--plot needs matplotlib ({type(e).__name__}: {e}); pip install matplotlib"
+    plt, err = harness.import_pyplot()
+    if err:
+        return err
+    import matplotlib.ticker
     ok = [r for r in rows if r["status"] == "ok"]
     modes = [m for m in MODES if any(r["mode"] == m for r in ok)]
     if not modes:
@@ -479,10 +463,7 @@ def write_plot(path, rows: List[dict]) -> Optional[str]:
         axes[i][0].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
         axes[i][0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axes[i][0].legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    harness.save_figure(fig, path)
     return None
 
 
@@ -514,22 +495,19 @@ def _dtype_arg(name: str):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
+    ap = harness.argument_parser(
         prog="lif_throughput.py",
         description="Every LIF implementation on this machine against the pure-PyTorch "
                     "reference:\ntime (median, p20-p80), speedup, effective bandwidth and its "
                     "share of the copy\nbandwidth, activation memory. Each provider is checked "
                     "against the reference\nbefore it is timed; a wrong one is reported, not "
                     "timed.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="defaults -- CPU: T 2,4,8  N 2^18  fp32, torch.compile providers off (--compile)."
                "\n            GPU: T 1,2,4,8,16  N 2^22 and the largest power of two up to 2^26"
                " that fits,\n                 fp32,bf16,fp16, torch.compile within "
                "--compile-budget (120 s each).\n  --quick -- CPU: T 4, N 2^16; GPU: T 4,16, "
                "N 2^24, fp32,bf16; no torch.compile.\nNumbers accept 262144, 2^18, 2**18, "
                "256k, 1M. Lists are comma-separated.")
-    ap.add_argument("--device", default="auto",
-                    help="'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'")
     ap.add_argument("--quick", action="store_true", help="a few small points (seconds)")
     ap.add_argument("--T", type=_list_arg(_parse_int), metavar="LIST",
                     help="time steps, e.g. 1,2,4,8,16")
@@ -557,10 +535,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--v-threshold", type=float, dest="v_threshold")
     g.add_argument("--decay-input", choices=("true", "false"), dest="decay_input")
     g.add_argument("--detach-reset", action="store_true", default=None, dest="detach_reset")
-    t = ap.add_argument_group("timing")
-    t.add_argument("--min-time", type=float, help="seconds of timed calls per point "
-                   "(CPU default 0.4, GPU 0.1, --quick 0.05)")
-    t.add_argument("--min-reps", type=int, help="timed calls per point at least (CPU 5, GPU 10)")
+    t = harness.add_timing_args(
+        ap, min_time_help="seconds of timed calls per point (CPU default 0.4, GPU 0.1, --quick "
+                          "0.05)",
+        min_reps_help="timed calls per point at least (CPU 5, GPU 10)",
+        threads_help="torch CPU threads (default: torch's choice; 1 avoids stalls when other "
+                     "processes share the cores)")
     t.add_argument("--timer", choices=("auto", "events", "do_bench"), default="auto",
                    help="GPU timer: our CUDA-event loop (auto) or triton.testing.do_bench")
     t.add_argument("--compile", dest="compile", action="store_true", default=None,
@@ -570,35 +550,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--compile-budget", type=float,
                    help="seconds of compiling per torch.compile provider, after which its "
                         "remaining points are skipped (GPU default 120; CPU: no limit)")
-    t.add_argument("--threads", type=int,
-                   help="torch CPU threads (default: torch's choice; 1 avoids stalls when "
-                        "other processes share the cores)")
-    t.add_argument("--seed", type=int, default=0)
-    o = ap.add_argument_group("output")
-    o.add_argument("--json", metavar="PATH", help="write environment, config and rows as JSON")
-    o.add_argument("--csv", metavar="PATH", default=str(DEFAULT_CSV),
-                   help="append rows to this CSV (header once); default "
-                        "benchmarks/results/lif_throughput.csv")
-    o.add_argument("--no-csv", action="store_true", help="do not append to a CSV")
-    o.add_argument("--plot", metavar="PATH", help="PNG of speedup and %% of copy bandwidth vs T")
-    o.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
-    o.add_argument("--strict", action="store_true",
-                   help="exit 1 when a provider is wrong or fails (default: report, exit 0)")
+    harness.add_output_args(
+        ap, DEFAULT_CSV, plot_help="PNG of speedup and %% of copy bandwidth vs T",
+        strict_help="exit 1 when a provider is wrong or fails (default: report, exit 0)")
     args = ap.parse_args(argv)
     for m in args.modes:
         if m not in MODES:
             ap.error(f"--modes: unknown mode {m!r} (choose from {', '.join(MODES)})")
     return args
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available here (torch "
-                         f"{torch.__version__}); use --device cpu")
-    return dev
 
 
 def gpu_fill_N(device, T_max: int, cap: int = 1 << 26) -> int:
@@ -659,16 +618,7 @@ def select_providers(all_p: List[P.Provider], wanted: Optional[Sequence[str]]):
               "sj": [p.name for p in all_p if p.name.startswith("sj-")],
               "compile": [p.name for p in all_p if p.kind in P.COMPILE_KINDS],
               "all": [p.name for p in all_p]}
-    names = set()
-    for w in wanted:
-        if w in groups:
-            names.update(groups[w])
-        elif any(p.name == w for p in all_p):
-            names.add(w)
-        else:
-            raise SystemExit(f"--providers: unknown provider {w!r} on this device; choose from "
-                             f"{', '.join(p.name for p in all_p)} or a group "
-                             f"({', '.join(groups)})")
+    names = harness.select_names(wanted, [p.name for p in all_p], groups, "provider")
     names.add(P.REFERENCE)
     return [p for p in all_p if p.name in names], sorted(names)
 
@@ -678,7 +628,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = harness.resolve_device(args.device)
     if args.timer == "do_bench" and device.type != "cuda":
         raise SystemExit("--timer do_bench needs a CUDA device (CPU timing uses perf_counter)")
     cfg = P.neuron_config(args.neuron, tau=args.tau, surrogate=args.surrogate, alpha=args.alpha,
@@ -749,22 +699,18 @@ def main(argv=None) -> int:
         path = harness.append_csv(args.csv, [{k: _sig(v) for k, v in r.items()} for r in rows],
                                   CSV_FIELDS)
         print(f"rows appended to {path}")
-    if args.json:
-        harness.write_json(args.json, {
-            "environment": env, "neuron": {"describe": neuron, **cfg.__dict__},
-            "copy_bandwidth": copy, "byte_model": _bytes.LEGEND,
-            "sweep": {"T": Ts, "N": Ns, "dtypes": [DTYPE_NAMES[d] for d in dtypes],
-                      "modes": args.modes, "timer": dataclasses.asdict(sweep_cfg["timer"]),
-                      "compile_budget_s": None if math.isinf(sweep_cfg["compile_budget"])
-                      else sweep_cfg["compile_budget"],
-                      "compile_spent_s": sweep.compile_spent_s},
-            "providers": {n: ("runs" if not isinstance(b, str) else f"skipped: {b}")
-                          for n, b in built.items()},
-            "wall_s": wall, "rows": rows})
-        print(f"JSON written to {args.json}")
-    if args.plot:
-        err = write_plot(args.plot, rows)
-        print(err or f"plot written to {args.plot}", file=sys.stderr if err else sys.stdout)
+    harness.write_json_and_plot(args, lambda: {
+        "environment": env, "neuron": {"describe": neuron, **cfg.__dict__},
+        "copy_bandwidth": copy, "byte_model": _bytes.LEGEND,
+        "sweep": {"T": Ts, "N": Ns, "dtypes": [DTYPE_NAMES[d] for d in dtypes],
+                  "modes": args.modes, "timer": dataclasses.asdict(sweep_cfg["timer"]),
+                  "compile_budget_s": None if math.isinf(sweep_cfg["compile_budget"])
+                  else sweep_cfg["compile_budget"],
+                  "compile_spent_s": sweep.compile_spent_s},
+        "providers": {n: ("runs" if not isinstance(b, str) else f"skipped: {b}")
+                      for n, b in built.items()},
+        "wall_s": wall, "rows": rows},
+        lambda path: write_plot(path, rows))
     return 1 if (args.strict and bad) else 0
 
 

@@ -50,7 +50,6 @@ batch 64): expect several minutes; split it (--input cifar, then --input dvs) or
 import argparse
 import contextlib
 import dataclasses
-import gc
 import math
 import os
 import re
@@ -64,12 +63,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _providers as P
     import _train_step_neurons as N
-    import _train_step_timing as TT
     import harness
 else:
     from . import _providers as P
     from . import _train_step_neurons as N
-    from . import _train_step_timing as TT
     from . import harness
 
 import torch
@@ -227,17 +224,6 @@ class Point:
 
 
 # ------------------------------------------------------------------------------------- sweep
-def _short(e: BaseException, n: int = 160) -> str:
-    msg = " ".join(f"{type(e).__name__}: {e}".split())
-    return msg if len(msg) <= n else msg[:n - 3] + "..."
-
-
-def _free(device) -> None:
-    gc.collect()
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def _row(g: Group, p: N.NeuronProvider, status: str, **kw) -> dict:
     r = {"arch": g.arch, "width": g.width, "input": g.inp.name, "batch": g.batch, "T": g.inp.T,
          "T_teacher": None if g.method == "baseline" else g.inp.T_teacher, "method": g.method,
@@ -262,7 +248,7 @@ def run_group(g: Group, providers: Sequence[N.NeuronProvider], device, timer, se
     try:
         x, y = make_batch(g, device, seed)
     except Exception as e:  # noqa: BLE001
-        return [_row(g, p, f"error: batch: {_short(e)}") for p in runnable]
+        return [_row(g, p, f"error: batch: {harness.short_error(e)}") for p in runnable]
     # 1. build and first step (the check)
     loss_ref = None
     for p in runnable:
@@ -276,11 +262,11 @@ def run_group(g: Group, providers: Sequence[N.NeuronProvider], device, timer, se
             harness.synchronize(device)
             first = time.perf_counter() - t0
         except Exception as e:  # noqa: BLE001 - reported, the others go on
-            err = _short(e)
+            err = harness.short_error(e)
         if err is not None:  # (outside the except: its traceback no longer holds tensors)
             rows[p.name] = _row(g, p, f"error: {err}")
             pt = None
-            _free(device)
+            harness.free_memory(device)
             continue
         if p.name == N.REFERENCE:
             loss_ref = loss0
@@ -298,23 +284,23 @@ def run_group(g: Group, providers: Sequence[N.NeuronProvider], device, timer, se
             r["status"] = (f"differs: loss0 {r['loss0']:.5g} vs {loss_ref:.5g} "
                            f"({100 * rel:.2g}% > {100 * tol:g}%){why}")
     # 2. interleaved timing
-    timings = TT.measure_interleaved({n: pt.step for n, pt in points.items()}, device, timer)
+    timings = harness.measure_interleaved({n: pt.step for n, pt in points.items()}, device, timer)
     for name, t in timings.items():
         r = rows[name]
         if isinstance(t, BaseException):
-            r["status"] = f"error while timing: {_short(t)}"
+            r["status"] = f"error while timing: {harness.short_error(t)}"
             points.pop(name)
             continue
         r.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, reps=t.reps,
                  img_per_s=g.batch / t.median_ms * 1e3, img_per_s_p20=g.batch / t.p80_ms * 1e3,
                  img_per_s_p80=g.batch / t.p20_ms * 1e3)
-    _free(device)
+    harness.free_memory(device)
     # 3. memory, one provider at a time
     for name, pt in points.items():
         rows[name]["saved_bytes"] = pt.saved_bytes()
         rows[name]["peak_bytes"] = pt.peak_bytes()
     points.clear()
-    _free(device)
+    harness.free_memory(device)
     # 4. ratios within the group
     ref = rows.get(N.REFERENCE)
     ref_ms = ref["median_ms"] if ref else None
@@ -463,12 +449,9 @@ def render_target(rows: List[dict], cuda: bool) -> str:
 
 def write_plot(path, rows: List[dict]) -> Optional[str]:
     """img/s per method (bars: one per neuron), one panel per (arch, input, precision, layout)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except Exception as e:  # noqa: BLE001
-        return f"--plot needs matplotlib ({type(e).__name__}: {e}); pip install matplotlib"
+    plt, err = harness.import_pyplot()
+    if err:
+        return err
     ok = [r for r in rows if r["median_ms"]]
     if not ok:
         return "--plot: no measured points to plot"
@@ -499,10 +482,7 @@ def write_plot(path, rows: List[dict]) -> Optional[str]:
     for k in range(len(panels), nrow * cols):
         axes[k // cols][k % cols].axis("off")
     fig.suptitle("training step throughput (* = network without neuron)")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    harness.save_figure(fig, path)
     return None
 
 
@@ -520,13 +500,12 @@ def _list_arg(choices=None, conv=str):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
+    ap = harness.argument_parser(
         prog="train_step.py",
         description="One full TSSD training step (student + teacher + weak head + losses + "
                     "backward +\noptimizer) of spiking VGG-9 / ResNet-18, per neuron: the "
                     "pure-PyTorch reference,\nevery fused tssd_fast backend, SpikingJelly's "
                     "LIFNode, and a no-neuron stand-in.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="defaults -- CPU: vgg9,resnet18 at width 0.25, batch 8, cifar (3x32x32, T=2 "
                "T'=4), fp32, NCHW;\n                 torch threads: torch's choice, or 1 when "
                "the CPU is busy at start.\n            GPU: vgg9,resnet18 at width 1, batch 64, "
@@ -534,8 +513,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                "(autocast), NCHW and channels_last.\n  --quick -- vgg9 only; CPU: width 0.125, "
                "batch 4; GPU: cifar, NCHW.\nmethods: baseline, tssd (teacher_mode='separate'), "
                "tssd-shared (teacher_mode='shared_prefix').")
-    ap.add_argument("--device", default="auto",
-                    help="'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'")
     ap.add_argument("--quick", action="store_true", help="VGG-9 only, small (seconds on CPU)")
     ap.add_argument("--arch", type=_list_arg(ARCHS), metavar="LIST", help="vgg9, resnet18")
     ap.add_argument("--input", type=_list_arg(tuple(INPUTS)), metavar="LIST", dest="inputs",
@@ -563,38 +540,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="paper: soft reset, Rect(1), decay_input=False, tau=2 (the TSSD "
                         "paper); sj: SpikingJelly's defaults (hard reset, Sigmoid(4)), where "
                         "its fused kernels take part")
-    t = ap.add_argument_group("timing")
-    t.add_argument("--min-time", type=float, help="seconds of timed steps per neuron at least "
-                   "(CPU 1.0, GPU 0.3, --quick 0.05)")
-    t.add_argument("--min-reps", type=int, help="timed steps per neuron at least (CPU 7, "
-                   "GPU 5, --quick 3)")
-    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, "
-                   "or 1 when the 1-min load average exceeds half the cores at start)")
+    t = harness.add_timing_args(
+        ap, min_time_help="seconds of timed steps per neuron at least (CPU 1.0, GPU 0.3, "
+                          "--quick 0.05)",
+        min_reps_help="timed steps per neuron at least (CPU 7, GPU 5, --quick 3)",
+        threads_help="torch CPU threads (default: torch's choice, or 1 when the 1-min load "
+                     "average exceeds half the cores at start)")
     t.add_argument("--time-budget", type=float, metavar="S",
                    help="stop starting new groups after S seconds (the rest is reported "
                         "skipped)")
-    t.add_argument("--seed", type=int, default=0)
-    o = ap.add_argument_group("output")
-    o.add_argument("--json", metavar="PATH", help="write environment, config and rows as JSON")
-    o.add_argument("--csv", metavar="PATH", default=str(DEFAULT_CSV),
-                   help="append rows to this CSV after each group (header once); default "
-                        "benchmarks/results/train_step.csv")
-    o.add_argument("--no-csv", action="store_true", help="do not append to a CSV")
-    o.add_argument("--plot", metavar="PATH", help="PNG of img/s per method and neuron")
-    o.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
-    o.add_argument("--strict", action="store_true",
-                   help="exit 1 when a neuron differs from the reference or fails")
+    harness.add_output_args(
+        ap, DEFAULT_CSV, csv_when=" after each group",
+        plot_help="PNG of img/s per method and neuron",
+        strict_help="exit 1 when a neuron differs from the reference or fails")
     return ap.parse_args(argv)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available here (torch "
-                         f"{torch.__version__}); use --device cpu")
-    return dev
 
 
 def resolve_threads(args, device) -> str:
@@ -662,15 +621,7 @@ def select_providers(all_p: List[N.NeuronProvider], wanted: Optional[Sequence[st
                   "sj": [p.name for p in all_p if p.kind == "sj"],
                   "all": [p.name for p in all_p]}
         names = {N.REFERENCE, N.STANDIN}
-        for w in wanted:
-            if w in groups:
-                names.update(groups[w])
-            elif any(p.name == w for p in all_p):
-                names.add(w)
-            else:
-                raise SystemExit(f"--providers: unknown neuron {w!r} on this device; choose "
-                                 f"from {', '.join(p.name for p in all_p)} or a group "
-                                 f"({', '.join(groups)})")
+        names |= harness.select_names(wanted, [p.name for p in all_p], groups, "neuron")
         out = [p for p in all_p if p.name in names]
     if no_standin:
         out = [p for p in out if p.kind != "standin"]
@@ -680,7 +631,7 @@ def select_providers(all_p: List[N.NeuronProvider], wanted: Optional[Sequence[st
 def main(argv=None) -> int:
     t_start = time.perf_counter()
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    device = harness.resolve_device(args.device)
     cfg = P.neuron_config(args.neuron)
     cuda = device.type == "cuda"
     providers = select_providers(N.all_providers(cfg, device, args.providers or ()),
@@ -800,23 +751,19 @@ def main(argv=None) -> int:
     print(f"\nwall time: {wall:.1f} s", flush=True)
     if csv_path is not None:
         print(f"rows appended to {csv_path}")
-    if args.json:
-        harness.write_json(args.json, {
-            "environment": env, "neuron": {"describe": cfg.describe(), **dataclasses.asdict(cfg)},
-            "sweep": {"archs": sweep["archs"], "inputs": [dataclasses.asdict(s) for s in inputs],
-                      "methods": sweep["methods"], "precisions": sweep["precisions"],
-                      "layouts": sweep["layouts"], "batch": sweep["batch"],
-                      "width": sweep["width"], "optimizer": {"SGD": SGD},
-                      "timer": dataclasses.asdict(sweep["timer"]), "timing": "interleaved"},
-            "neuron_share_method": "1 - t(stand-in)/t(step); stand-in = one-kernel Heaviside "
-                                   "with straight-through gradient in every neuron's place",
-            "providers": {p.name: ("runs" if p.skip is None else f"skipped: {p.skip}")
-                          for p in providers},
-            "load_end": load_end, "wall_s": wall, "rows": rows})
-        print(f"JSON written to {args.json}")
-    if args.plot:
-        err = write_plot(args.plot, rows)
-        print(err or f"plot written to {args.plot}", file=sys.stderr if err else sys.stdout)
+    harness.write_json_and_plot(args, lambda: {
+        "environment": env, "neuron": {"describe": cfg.describe(), **dataclasses.asdict(cfg)},
+        "sweep": {"archs": sweep["archs"], "inputs": [dataclasses.asdict(s) for s in inputs],
+                  "methods": sweep["methods"], "precisions": sweep["precisions"],
+                  "layouts": sweep["layouts"], "batch": sweep["batch"],
+                  "width": sweep["width"], "optimizer": {"SGD": SGD},
+                  "timer": dataclasses.asdict(sweep["timer"]), "timing": "interleaved"},
+        "neuron_share_method": "1 - t(stand-in)/t(step); stand-in = one-kernel Heaviside "
+                               "with straight-through gradient in every neuron's place",
+        "providers": {p.name: ("runs" if p.skip is None else f"skipped: {p.skip}")
+                      for p in providers},
+        "load_end": load_end, "wall_s": wall, "rows": rows},
+        lambda path: write_plot(path, rows))
     return 1 if (args.strict and bad) else 0
 
 

@@ -9,36 +9,14 @@ import tssd_fast
 from tssd_fast.distill import (METHODS, ce_of_mean, ce_per_timestep, kl_to_teacher, make_method,
                                mean_entropy, ssd_loss, tks_soft_loss, tks_teacher, tks_weight, tsd_loss)
 from tssd_fast.models import build_ann, build_model
+from _helpers import eval_with_batch_stats
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one intra-op thread is faster, and far faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def leaf(*shape, seed):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=g).requires_grad_()
-
-
-def eval_with_batch_stats(model, x, T):
-    """Eval mode with BN running statistics set from ``x`` (fresh BN stats leave the network silent)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: one pass sets the batch statistics
-    model.train()
-    with torch.no_grad():
-        model(x, T, return_weak=model.weak is not None)
-    model.eval()
-    with torch.no_grad():
-        out = model(x, T)
-    assert (out - out[:1]).abs().max() > 0.1, "the network is silent: the test would be vacuous"
-    return model
 
 
 def tiny(backend="torch", seed=0, **kw):

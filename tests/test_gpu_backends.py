@@ -6,16 +6,15 @@ opcheck, side streams and the current device. Skipped, with the reason, without 
 On the GPU machine, TSSD_FAST_REQUIRE_GPU_BACKENDS=cuda,triton,cupy turns a backend that is
 unavailable there into a failure instead of a skip (benchmarks/gpu_check.sh sets it).
 """
-import math
 import os
 
 import pytest
 import torch
-from torch import nn
 
 import tssd_fast
-from tssd_fast import LIFNode, surrogate
+from tssd_fast import LIFNode
 from tssd_fast.ops import registry
+from _helpers import check_against_oracle, eager_and_compiled, fwd_args, initial_v, oracle_input
 from _reference64 import Neuron, all_neurons, backward, forward
 
 if not torch.cuda.is_available():
@@ -25,10 +24,6 @@ pytestmark = pytest.mark.gpu
 
 GPU_BACKENDS = ("cuda", "triton", "cupy")
 DEV = "cuda"
-CDT = {torch.float64: torch.float64, torch.float32: torch.float32,
-       torch.float16: torch.float32, torch.bfloat16: torch.float32}
-GRAD_TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (2e-5, 1e-5),
-            torch.float16: (2 ** -10, 2 ** -10), torch.bfloat16: (2 ** -7, 2 ** -7)}
 
 
 def _required():
@@ -64,15 +59,7 @@ def run_and_check(backend, n: Neuron, shape, dtype, random_v0=True, store_v_seq=
                   noncontig=False, misalign=False):
     """Spikes / voltages bitwise equal to the oracle's forward (computed on the CPU in the
     compute dtype); grads of x and v0 within the dtype's rounding of the float64 BPTT."""
-    T = shape[0]
-    N = math.prod(shape[1:])
-    cdt = CDT[dtype]
-    if noncontig:
-        x = torch.randn(*reversed(shape), dtype=torch.float64).permute(
-            *reversed(range(len(shape))))
-    else:
-        x = torch.randn(*shape, dtype=torch.float64)
-    x = (x * 1.2 + 0.4).to(dtype)
+    x = oracle_input(shape, dtype, noncontig)
     if misalign:  # contiguous, but one element past an aligned address: the VEC=1 path
         buf = torch.empty(x.numel() + 1, dtype=dtype, device=DEV)
         xd = buf[1:].view(x.shape)
@@ -80,42 +67,13 @@ def run_and_check(backend, n: Neuron, shape, dtype, random_v0=True, store_v_seq=
         assert xd.is_contiguous() and xd.data_ptr() % 16 != 0
     else:
         xd = x.to(DEV)
-    v0 = ((torch.randn(shape[1:], dtype=torch.float64) * 0.5).to(cdt) if random_v0 else
-          torch.full(shape[1:], 0.0 if n.v_reset is None else n.v_reset, dtype=cdt))
+    v0 = initial_v(n, shape, dtype, random_v0)
     xr = xd.detach().requires_grad_() if not misalign else xd.requires_grad_()
     v_init = v0.to(DEV).requires_grad_() if random_v0 else None
-    spikes, v_last, v_seq = tssd_fast.lif_multistep(xr, v_init, store_v_seq=store_v_seq,
-                                                    backend=backend, **n.kwargs())
-    assert spikes.device.type == "cuda" and spikes.dtype == dtype and spikes.shape == x.shape
-    assert v_last.dtype == cdt
-    S, H, V = forward(x.reshape(T, N).to(cdt), v0.reshape(N), n, cdt)
-    assert torch.equal(spikes.cpu().reshape(T, N).to(cdt), S), "spikes differ from the oracle"
-    if T:
-        assert torch.equal(v_last.cpu().reshape(N), V[-1]), "v_last differs from the oracle"
-    if store_v_seq:
-        assert torch.equal(v_seq.cpu().reshape(T, N), V), "v_seq differs from the oracle"
-    if x.numel() == 0 and v_init is None:
-        return
-    gs = torch.randn(x.shape, dtype=torch.float64).to(dtype)
-    gvl = torch.randn(x.shape[1:], dtype=torch.float64).to(cdt)
-    outs, grads = [spikes, v_last], [gs.to(DEV), gvl.to(DEV)]
-    gvs = None
-    if store_v_seq:
-        gvs = torch.randn(x.shape, dtype=torch.float64).to(cdt)
-        outs.append(v_seq)
-        grads.append(gvs.to(DEV))
-    inputs = [xr] + ([v_init] if v_init is not None else [])
-    got = torch.autograd.grad(outs, inputs, grads, allow_unused=True)
-    gx_ref, gv0_ref = backward(H, S, n, gs.reshape(T, N), gvl.reshape(N),
-                               None if gvs is None else gvs.reshape(T, N))
-    rtol, atol = GRAD_TOL[dtype]
-    assert got[0].dtype == dtype
-    torch.testing.assert_close(got[0].cpu().reshape(T, N).double(), gx_ref.to(dtype).double(),
-                               rtol=rtol, atol=atol)
-    if v_init is not None:
-        ctol = GRAD_TOL[cdt]
-        torch.testing.assert_close(got[1].cpu().reshape(N).double(), gv0_ref.to(cdt).double(),
-                                   rtol=ctol[0], atol=ctol[1])
+    outputs = tssd_fast.lif_multistep(xr, v_init, store_v_seq=store_v_seq, backend=backend,
+                                      **n.kwargs())
+    assert outputs[0].device.type == "cuda"
+    check_against_oracle(n, x, v0, xr, v_init, outputs, dtype, store_v_seq)
 
 
 @pytest.mark.parametrize("n", all_neurons(), ids=str)
@@ -264,19 +222,14 @@ def test_int64_indexing(backend):
     torch.cuda.empty_cache()
 
 
-def _fwd_args(x, v0, hard, surr, store, save, backend):
-    return (x, v0, 2.0, 1.0, 0.0, hard, False, surr, 1.0 if surr == 0 else 4.0, False, store,
-            save, backend)
-
-
 @pytest.mark.parametrize("hard,surr,store", [(False, 0, False), (True, 1, True), (False, 2, True)])
 def test_opcheck(backend, hard, surr, store):
     x = torch.randn(5, 36, device=DEV, requires_grad=True)
     v0 = torch.randn(36, device=DEV, requires_grad=True)
     torch.library.opcheck(torch.ops.tssd_fast.lif_forward.default,
-                          _fwd_args(x, v0, hard, surr, store, True, backend))
+                          fwd_args(x, v0, hard, surr, store, True, backend))
     _, _, _, h, bits = torch.ops.tssd_fast.lif_forward(
-        *_fwd_args(x.detach(), v0.detach(), hard, surr, False, True, backend))
+        *fwd_args(x.detach(), v0.detach(), hard, surr, False, True, backend))
     args = (torch.randn(5, 36, device=DEV), torch.randn(5, 36, device=DEV),
             torch.randn(36, device=DEV), h, bits, 2.0, 1.0, 0.0, hard, False, surr, 1.0, False,
             backend)
@@ -317,30 +270,8 @@ def test_cuda_graph_capture(backend):
         assert torch.equal(s_out, s_e) and torch.equal(v_out, v_e) and torch.equal(g_out, g_e)
 
 
-class TinySNN(nn.Module):
-    def __init__(self, backend):
-        super().__init__()
-        self.fc1 = nn.Linear(12, 16)
-        self.lif1 = LIFNode(v_reset=None, decay_input=False, surrogate_function=surrogate.Rect(),
-                            step_mode="m", backend=backend)
-        self.fc2 = nn.Linear(16, 5)
-        self.lif2 = LIFNode(step_mode="m", backend=backend)
-
-    def forward(self, x):  # x [T, B, 12]
-        return self.lif2(self.fc2(self.lif1(self.fc1(x)))).mean(0)
-
-
 def test_torch_compile_fullgraph(backend):
-    torch.manual_seed(1)
-    model = TinySNN(backend).to(DEV)
-    x = torch.randn(4, 3, 12, device=DEV) * 2
-    eager = model(x)
-    v_eager = model.lif2.v
-    g_eager = torch.autograd.grad(eager.sum(), list(model.parameters()))
-    tssd_fast.reset_net(model)
-    compiled = torch.compile(model, fullgraph=True)
-    out = compiled(x)
-    g_comp = torch.autograd.grad(out.sum(), list(model.parameters()))
+    model, eager, v_eager, g_eager, out, g_comp = eager_and_compiled(backend, DEV)
     torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-6)
     for a, b in zip(g_comp, g_eager):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -2,22 +2,14 @@
 spikes, voltages and the gradients of input and initial state, for every combination of reset
 mode x surrogate x decay_input x detach_reset, several tau / thresholds / alphas, odd shapes,
 non-contiguous and empty inputs, and every storage dtype."""
-import math
-
 import pytest
 import torch
 
 import tssd_fast
+from _helpers import check_against_oracle, initial_v, oracle_input
 from _reference64 import Neuron, all_neurons, backward, forward
 
 CPU_BACKENDS = tssd_fast.available_backends("cpu")
-CDT = {torch.float64: torch.float64, torch.float32: torch.float32,
-       torch.float16: torch.float32, torch.bfloat16: torch.float32}
-# Gradients: fp64 / fp32 kernels against a float64 BPTT; fp16 / bf16 results are one rounding
-# of an fp32 value, so they may differ from the rounded float64 value by one unit in the last
-# place of the storage dtype.
-GRAD_TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (2e-5, 1e-5),
-            torch.float16: (2 ** -10, 2 ** -10), torch.bfloat16: (2 ** -7, 2 ** -7)}
 
 
 def test_cpp_is_available():
@@ -27,56 +19,15 @@ def test_cpp_is_available():
 
 def run_and_check(backend, n: Neuron, shape, dtype, v0_kind="default", store_v_seq=True,
                   noncontig=False):
-    T = shape[0]
-    x = torch.randn(*shape, dtype=torch.float64) * 1.2 + 0.4
+    x = oracle_input(shape, dtype, noncontig)
     if noncontig:
-        x = torch.randn(*reversed(shape), dtype=torch.float64).permute(
-            *reversed(range(len(shape)))) * 1.2 + 0.4
         assert not x.is_contiguous()
-    x = x.to(dtype)
-    cdt = CDT[dtype]
-    if v0_kind == "default":
-        v_init, v0 = None, torch.full(shape[1:], 0.0 if n.v_reset is None else n.v_reset)
-    else:
-        v0 = (torch.randn(shape[1:], dtype=torch.float64) * 0.5).to(cdt)
-        v_init = v0.clone().requires_grad_()
+    v0 = initial_v(n, shape, dtype, random=v0_kind != "default")
+    v_init = None if v0_kind == "default" else v0.clone().requires_grad_()
     xr = x.clone().requires_grad_()
-    spikes, v_last, v_seq = tssd_fast.lif_multistep(
-        xr, v_init, store_v_seq=store_v_seq, backend=backend, **n.kwargs())
-    assert spikes.dtype == dtype and spikes.shape == x.shape
-    assert v_last.dtype == cdt and v_last.shape == x.shape[1:]
-
-    N = math.prod(shape[1:])
-    x2 = x.reshape(T, N)
-    S, H, V = forward(x2.to(cdt), v0.reshape(N).to(cdt), n, cdt)
-    assert torch.equal(spikes.reshape(T, N).to(cdt), S), "spikes differ from the oracle"
-    if T:
-        assert torch.equal(v_last.reshape(N), V[-1])
-    if store_v_seq:
-        assert torch.equal(v_seq.reshape(T, N), V)
-
-    gs = torch.randn(x.shape, dtype=torch.float64).to(dtype)
-    gvl = torch.randn(x.shape[1:], dtype=torch.float64).to(cdt)
-    outs, grads = [spikes, v_last], [gs, gvl]
-    gvs = None
-    if store_v_seq:
-        gvs = torch.randn(x.shape, dtype=torch.float64).to(cdt)
-        outs.append(v_seq)
-        grads.append(gvs)
-    inputs = [xr] + ([v_init] if v_init is not None else [])
-    if x.numel() == 0 and v_init is None:
-        return  # nothing requires a gradient path through an empty op
-    got = torch.autograd.grad(outs, inputs, grads, allow_unused=True)
-    gx_ref, gv0_ref = backward(H, S, n, gs.reshape(T, N), gvl.reshape(N),
-                               None if gvs is None else gvs.reshape(T, N))
-    rtol, atol = GRAD_TOL[dtype]
-    assert got[0].dtype == dtype
-    torch.testing.assert_close(got[0].reshape(T, N).double(), gx_ref.to(dtype).double(),
-                               rtol=rtol, atol=atol)
-    if v_init is not None:
-        ctol = GRAD_TOL[cdt]
-        torch.testing.assert_close(got[1].reshape(N).double(), gv0_ref.to(cdt).double(),
-                                   rtol=ctol[0], atol=ctol[1])
+    outputs = tssd_fast.lif_multistep(xr, v_init, store_v_seq=store_v_seq, backend=backend,
+                                      **n.kwargs())
+    check_against_oracle(n, x, v0, xr, v_init, outputs, dtype, store_v_seq)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -8,6 +8,7 @@ import tssd_fast
 from tssd_fast.inference import early_exit_evaluate, early_exit_predict, evaluate, macs_per_sample
 from tssd_fast.models import (SeqToANN, ann_input, build_ann, build_model, direct_encode, lif_factory, strip_weak,
                               to_sequence)
+from _helpers import eval_with_batch_stats
 
 # Small configurations: (arch, builder kwargs, input H=W)
 SMALL = {
@@ -16,36 +17,13 @@ SMALL = {
     "resnet34": (dict(width=0.0625, num_classes=10), 32),
 }
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one intra-op thread is faster, and far faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model(arch, backend="torch", seed=0, **kw):
     torch.manual_seed(seed)
     kwargs, size = SMALL[arch]
     return build_model(arch, backend=backend, **{**kwargs, **kw}), size
-
-
-def eval_with_batch_stats(model, x, T):
-    """Eval mode with BN running statistics set from ``x`` (fresh BN stats leave the network silent)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: one pass sets the batch statistics
-    model.train()
-    with torch.no_grad():
-        model(x, T, return_weak=model.weak is not None)
-    model.eval()
-    with torch.no_grad():
-        out = model(x, T)
-    assert (out - out[:1]).abs().max() > 0.1, "the network is silent: the test would be vacuous"
-    return model
 
 
 def lif_modules(model):

@@ -29,13 +29,7 @@ SYN = ["--dataset", "synthetic", "--data-opt", "num_samples=48", "--data-opt", "
        "--batch-size", "16", "--device", "cpu", "--no-progress", "--backend", "torch"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The models are tiny: one torch thread is as fast and does not suffer from a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny
 
 
 def cli(args, cwd, timeout=240, module="tssd_fast.train"):

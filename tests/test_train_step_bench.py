@@ -16,7 +16,6 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import _train_step_neurons as N  # noqa: E402
-import _train_step_timing as TT  # noqa: E402
 import harness  # noqa: E402
 import train_step as ts  # noqa: E402
 
@@ -111,7 +110,7 @@ def test_interleaved_timing_keeps_going_when_one_fails():
 
     opts = harness.TimerOptions(min_reps=4, max_reps=4, min_time_s=0.0, warmup_reps=1,
                                 warmup_s=0.0)
-    res = TT.measure_interleaved({"a": a, "b": b}, "cpu", opts)
+    res = harness.measure_interleaved({"a": a, "b": b}, "cpu", opts)
     assert isinstance(res["a"], harness.Timing) and res["a"].reps == 4
     assert res["a"].warmup == 1 and calls["a"] == 5
     assert isinstance(res["b"], RuntimeError)

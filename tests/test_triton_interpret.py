@@ -9,7 +9,6 @@ collects the real tests below. A second test compiles the kernels for sm_90 to P
 needed) and checks what the GPU would run: vector loads, exact division, no FMA in forward.
 """
 import importlib.util
-import math
 import os
 import subprocess
 import sys
@@ -106,61 +105,22 @@ else:  # the child: TRITON_INTERPRET=1 was set before this process imported anyt
     import tssd_fast
     from tssd_fast.ops import registry
     from tssd_fast.ops import triton_lif
+    from _helpers import check_against_oracle, initial_v, oracle_input
     from _reference64 import DEFAULT_ALPHA, Neuron, all_neurons, backward, forward
 
     B = "triton"
-    CDT = {torch.float64: torch.float64, torch.float32: torch.float32,
-           torch.float16: torch.float32, torch.bfloat16: torch.float32}
-    GRAD_TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (2e-5, 1e-5),
-                torch.float16: (2 ** -10, 2 ** -10), torch.bfloat16: (2 ** -7, 2 ** -7)}
 
     def check(n: Neuron, shape, dtype=torch.float32, store_v_seq=True, random_v0=True,
               noncontig=False):
         """Spikes and voltages bitwise equal to the oracle's forward in the compute dtype;
         gradients of x and v0 within the dtype's rounding of the float64 BPTT."""
-        T = shape[0]
-        N = math.prod(shape[1:])
-        cdt = CDT[dtype]
-        if noncontig:
-            x = torch.randn(*reversed(shape), dtype=torch.float64).permute(
-                *reversed(range(len(shape))))
-        else:
-            x = torch.randn(*shape, dtype=torch.float64)
-        x = (x * 1.2 + 0.4).to(dtype)
-        v0 = ((torch.randn(shape[1:], dtype=torch.float64) * 0.5).to(cdt) if random_v0 else
-              torch.full(shape[1:], 0.0 if n.v_reset is None else n.v_reset, dtype=cdt))
+        x = oracle_input(shape, dtype, noncontig)
+        v0 = initial_v(n, shape, dtype, random_v0)
         xr = x.clone().requires_grad_()
         v_init = v0.clone().requires_grad_() if random_v0 else None
-        spikes, v_last, v_seq = tssd_fast.lif_multistep(xr, v_init, store_v_seq=store_v_seq,
-                                                        backend=B, **n.kwargs())
-        assert spikes.dtype == dtype and spikes.shape == x.shape and v_last.dtype == cdt
-        S, H, V = forward(x.reshape(T, N).to(cdt), v0.reshape(N), n, cdt)
-        assert torch.equal(spikes.reshape(T, N).to(cdt), S), "spikes differ from the oracle"
-        if T:
-            assert torch.equal(v_last.reshape(N), V[-1]), "v_last differs from the oracle"
-        if store_v_seq:
-            assert torch.equal(v_seq.reshape(T, N), V), "v_seq differs from the oracle"
-        if x.numel() == 0 and v_init is None:
-            return
-        gs = torch.randn(x.shape, dtype=torch.float64).to(dtype)
-        gvl = torch.randn(x.shape[1:], dtype=torch.float64).to(cdt)
-        outs, grads = [spikes, v_last], [gs, gvl]
-        gvs = None
-        if store_v_seq:
-            gvs = torch.randn(x.shape, dtype=torch.float64).to(cdt)
-            outs.append(v_seq)
-            grads.append(gvs)
-        inputs = [xr] + ([v_init] if v_init is not None else [])
-        got = torch.autograd.grad(outs, inputs, grads, allow_unused=True)
-        gx_ref, gv0_ref = backward(H, S, n, gs.reshape(T, N), gvl.reshape(N),
-                                   None if gvs is None else gvs.reshape(T, N))
-        rtol, atol = GRAD_TOL[dtype]
-        assert got[0].dtype == dtype
-        torch.testing.assert_close(got[0].reshape(T, N).double(), gx_ref.to(dtype).double(),
-                                   rtol=rtol, atol=atol)
-        if v_init is not None:
-            torch.testing.assert_close(got[1].reshape(N).double(), gv0_ref.to(cdt).double(),
-                                       rtol=GRAD_TOL[cdt][0], atol=GRAD_TOL[cdt][1])
+        outputs = tssd_fast.lif_multistep(xr, v_init, store_v_seq=store_v_seq, backend=B,
+                                          **n.kwargs())
+        check_against_oracle(n, x, v0, xr, v_init, outputs, dtype, store_v_seq)
 
     def test_kernels_really_run_in_the_interpreter(monkeypatch):
         assert type(triton_lif._lif_fwd_kernel).__name__ == "InterpretedFunction"

@@ -101,6 +101,18 @@ unsigned int num_blocks(int64_t N, int vec) {
   return static_cast<unsigned int>((threads + kThreads - 1) / kThreads);
 }
 
+// Calls f(std::integral_constant<int, VEC>{}) for the run-time vector width vec (4, 2, else 1).
+template <typename F>
+void with_vec(int vec, F&& f) {
+  if (vec == 4) {
+    f(std::integral_constant<int, 4>{});
+  } else if (vec == 2) {
+    f(std::integral_constant<int, 2>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
+  }
+}
+
 // x [T, N]; v0 [N] (compute dtype); spikes [T, N] (x dtype); v_last [N]; optional v_seq and
 // h_saved [T, N] (compute dtype); optional bits [ceil(T/8), N] uint8.
 void lif_forward(const at::Tensor& x, const at::Tensor& v0, at::Tensor& spikes,
@@ -167,13 +179,7 @@ void lif_forward(const at::Tensor& x, const at::Tensor& v0, at::Tensor& spikes,
         by_store(vec_c, std::integral_constant<int, kSaveNone>{});
       }
     };
-    if (vec == 4) {
-      by_save(std::integral_constant<int, 4>{});
-    } else if (vec == 2) {
-      by_save(std::integral_constant<int, 2>{});
-    } else {
-      by_save(std::integral_constant<int, 1>{});
-    }
+    with_vec(vec, by_save);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -242,13 +248,7 @@ void lif_backward(const at::Tensor& grad_s, const std::optional<at::Tensor>& gra
         launch(vec_c, std::integral_constant<int, kATan>{}, std::false_type{});
       }
     };
-    if (vec == 4) {
-      by_mode(std::integral_constant<int, 4>{});
-    } else if (vec == 2) {
-      by_mode(std::integral_constant<int, 2>{});
-    } else {
-      by_mode(std::integral_constant<int, 1>{});
-    }
+    with_vec(vec, by_mode);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
