@@ -373,7 +373,7 @@ def test_cifar10dvs_missing_and_corrupt(tmp_path):
     fake.write_cifar10dvs(tmp_path, per_class=10, n_events=5)
     bad = tmp_path / "bird" / "cifar10_bird_4.aedat"
     bad.write_bytes(bad.read_bytes()[:-5])
-    with pytest.raises(ValueError, match=f"Truncated AEDAT 2.0 file .*cifar10_bird_4.aedat"):
+    with pytest.raises(ValueError, match="Truncated AEDAT 2.0 file .*cifar10_bird_4.aedat"):
         data.CIFAR10DVS(tmp_path, "train", cache_dir=tmp_path / "c", show_progress=False)
 
 

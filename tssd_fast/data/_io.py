@@ -1,52 +1,26 @@
 """Small file helpers shared by the readers: atomic .npz writes, clear missing-file errors, an
 optional tqdm progress bar."""
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
 import numpy as np
 
+from .._atomic import atomic_write_bytes
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
 def atomic_save_npz(path: PathLike, compress: bool = True, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` as an .npz, atomically.
-
-    The data go to a temporary file in the same folder, which is then renamed over ``path``
-    (``os.replace``), so a reader (another DataLoader worker, another rank, a crashed run)
-    never sees a half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``arrays`` to ``path`` as an .npz, atomically (tssd_fast._atomic), so a reader
+    (another DataLoader worker, another rank, a crashed run) never sees a half-written file."""
+    save = np.savez_compressed if compress else np.savez
+    atomic_write_bytes(path, lambda f: save(f, **arrays))
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def require_file(path: PathLike, what: str, expected: str) -> Path:

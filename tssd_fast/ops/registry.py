@@ -13,7 +13,7 @@ environment variable TSSD_FAST_BACKEND overrides it (for every LIFNode with back
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Tuple
 
 import torch
 

@@ -10,33 +10,14 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 
+from .._atomic import atomic_write_bytes  # noqa: F401  (re-exported for loop.py)
+
 FORMAT = "tssd_fast.train/1"
-
-
-def atomic_write_bytes(path: str, write) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temp file in the same folder, fsync, rename.
-
-    A reader (or a crash) never sees a half-written ``path``: it holds the old or the new content.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(state: Dict[str, Any], path: str) -> None:
