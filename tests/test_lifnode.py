@@ -143,3 +143,26 @@ def test_repr_and_surrogate_submodule():
     node = LIFNode(surrogate_function=surrogate.Rect(alpha=2.0), v_reset=None)
     r = repr(node)
     assert "tau=2.0" in r and "v_reset=None" in r and "Rect(alpha=2.0" in r
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_channels_last_layout_is_kept_and_results_equal(backend):
+    # [T, B, C, H, W] viewed from a channels_last [T*B, C, H, W] tensor: the op runs in that
+    # memory order and returns outputs in the same layout; values and gradients are unchanged
+    T, B, C, H, W = 3, 2, 5, 4, 3
+    base = (torch.randn(T * B, C, H, W) * 1.5).to(memory_format=torch.channels_last)
+    x_cl = base.reshape(T, B, C, H, W).requires_grad_()
+    assert not x_cl.is_contiguous()
+    x_c = x_cl.detach().contiguous().requires_grad_()
+    kw = dict(tau=2.0, decay_input=False, v_reset=None, surrogate_function=surrogate.ATan(),
+              store_v_seq=True, backend=backend)
+    v_init = torch.randn(B, C, H, W) * 0.3
+    s_cl, v_cl, vs_cl = tssd_fast.lif_multistep(x_cl, v_init, **kw)
+    s_c, v_c, vs_c = tssd_fast.lif_multistep(x_c, v_init, **kw)
+    assert torch.equal(s_cl, s_c) and torch.equal(v_cl, v_c) and torch.equal(vs_cl, vs_c)
+    if backend != "torch":
+        assert s_cl.stride() == x_cl.stride() and vs_cl.stride() == x_cl.stride()
+    g = torch.randn(T, B, C, H, W)
+    (g_cl,) = torch.autograd.grad((s_cl * g).sum() + v_cl.sum(), x_cl)
+    (g_c,) = torch.autograd.grad((s_c * g).sum() + v_c.sum(), x_c)
+    assert torch.equal(g_cl, g_c)

@@ -33,6 +33,16 @@ def check_neuron_args(tau, v_threshold, v_reset, surrogate_function) -> None:
                         f"got {surrogate_function!r}")
 
 
+def _memory_order(x: torch.Tensor) -> list:
+    """A permutation of x's dims, time first, under which x is contiguous (x's memory order,
+    e.g. channels_last), or the identity when there is none (the op then copies)."""
+    ident = list(range(x.dim()))
+    if x.is_contiguous():
+        return ident
+    perm = [0] + sorted(range(1, x.dim()), key=lambda d: -x.stride(d))
+    return perm if x.permute(perm).is_contiguous() else ident
+
+
 def _state_tensor(v_init, x_seq: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
     """V[-1] as a tensor of shape x_seq.shape[1:] in the compute dtype."""
     shape = x_seq.shape[1:]
@@ -107,13 +117,20 @@ def lif_multistep(x_seq: torch.Tensor, v_init: Union[None, float, torch.Tensor] 
                                  surrogate_function, bool(detach_reset), store_v_seq)
 
     T = x_seq.shape[0]
-    N = math.prod(x_seq.shape[1:])
-    x2 = x_seq.reshape(T, N).contiguous()
-    v0 = v0.reshape(N).contiguous()
+    # Elementwise in the neuron dims: run on x's own memory order (e.g. channels_last) instead
+    # of copying it to contiguous, and hand the outputs back in the same layout, as torch's
+    # elementwise ops do.
+    perm = _memory_order(x_seq)
+    inv = [perm.index(d) for d in range(len(perm))]
+    xs = x_seq.permute(perm)
+    N = math.prod(xs.shape[1:])
+    x2 = xs.reshape(T, N).contiguous()
+    v0 = v0.permute([d - 1 for d in perm[1:]]).reshape(N).contiguous()
     save = torch.is_grad_enabled() and (x2.requires_grad or v0.requires_grad)
     spikes, v_last, v_seq, _, _ = torch.ops.tssd_fast.lif_forward(
         x2, v0, float(tau), float(v_threshold), 0.0 if v_reset is None else float(v_reset),
         v_reset is not None, bool(decay_input), spec[0], spec[1], bool(detach_reset),
         bool(store_v_seq), save, name)
-    return (spikes.reshape(x_seq.shape), v_last.reshape(x_seq.shape[1:]),
-            v_seq.reshape(x_seq.shape) if store_v_seq else None)
+    return (spikes.reshape(xs.shape).permute(inv),
+            v_last.reshape(xs.shape[1:]).permute([d - 1 for d in inv[1:]]),
+            v_seq.reshape(xs.shape).permute(inv) if store_v_seq else None)
