@@ -28,12 +28,15 @@ def _cfg(tau, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha, d
                      detach_reset=detach_reset)
 
 
-def _forward_shapes(x, store_v_seq, save, cfg):
-    """Shapes of (spikes, v_last, v_seq, h_saved, bits); (0,) marks an unused output."""
+def _forward_specs(x, store_v_seq, save, cfg):
+    """(shape, dtype) of (spikes, v_last, v_seq, h_saved, bits); shape (0,) marks an unused
+    output. Shared by the real and the fake implementation."""
     T, N = x.shape
-    return ((T, N), (N,), (T, N) if store_v_seq else (0,),
-            (T, N) if save and not cfg.saves_window_bits else (0,),
-            (window_rows(T), N) if save and cfg.saves_window_bits else (0,))
+    cdt = compute_dtype(x.dtype)
+    shapes = ((T, N), (N,), (T, N) if store_v_seq else (0,),
+              (T, N) if save and not cfg.saves_window_bits else (0,),
+              (window_rows(T), N) if save and cfg.saves_window_bits else (0,))
+    return list(zip(shapes, (x.dtype, cdt, cdt, cdt, torch.uint8)))
 
 
 @torch.library.custom_op("tssd_fast::lif_forward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -44,10 +47,7 @@ def lif_forward(x: torch.Tensor, v0: torch.Tensor, tau: float, v_threshold: floa
     """Fused LIF forward over x [T, N] (contiguous) from v0 [N] (compute dtype)."""
     cfg = _cfg(tau, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
                detach_reset)
-    cdt = compute_dtype(x.dtype)
-    shapes = _forward_shapes(x, store_v_seq, save, cfg)
-    dtypes = (x.dtype, cdt, cdt, cdt, torch.uint8)
-    outs = [_alloc.new_empty(s, d, x.device) for s, d in zip(shapes, dtypes)]
+    outs = [_alloc.new_empty(s, d, x.device) for s, d in _forward_specs(x, store_v_seq, save, cfg)]
     spikes, v_last, v_seq, h_saved, bits = outs
     if x.numel() == 0:
         v_last.copy_(v0)
@@ -63,10 +63,7 @@ def _(x, v0, tau, v_threshold, v_reset, hard_reset, decay_input, surrogate, alph
       detach_reset, store_v_seq, save, backend):
     cfg = _cfg(tau, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
                detach_reset)
-    cdt = compute_dtype(x.dtype)
-    shapes = _forward_shapes(x, store_v_seq, save, cfg)
-    dtypes = (x.dtype, cdt, cdt, cdt, torch.uint8)
-    return tuple(x.new_empty(s, dtype=d) for s, d in zip(shapes, dtypes))
+    return tuple(x.new_empty(s, dtype=d) for s, d in _forward_specs(x, store_v_seq, save, cfg))
 
 
 @torch.library.custom_op("tssd_fast::lif_backward", mutates_args=(),
