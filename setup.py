@@ -69,7 +69,9 @@ def _extensions():
     cxx = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"]
     exts = [CppExtension(
         "tssd_fast._C",
-        sources=["csrc/cpu/lif_cpu.cpp"],  # relative: setuptools refuses absolute paths
+        # the op (schema, autograd, registration) and its CPU kernel; relative paths:
+        # setuptools refuses absolute ones
+        sources=["csrc/lif_op.cpp", "csrc/cpu/lif_cpu.cpp"],
         include_dirs=[str(CSRC)],
         extra_compile_args={"cxx": cxx},
         extra_link_args=["-fopenmp"],

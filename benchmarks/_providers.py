@@ -130,19 +130,22 @@ def _tssd_runner(backend: str):
     def build(cfg: NeuronConfig, device: torch.device) -> Runner:
         dev = device.type
         if backend != "torch":
-            if dev not in registry._INFO[backend].devices():
-                where = ", ".join(registry._INFO[backend].devices())
+            if dev not in registry.info(backend).devices():
+                where = ", ".join(registry.info(backend).devices())
                 hint = " (or CPU under TRITON_INTERPRET=1, a test mode)" if backend == "triton" \
                     else ""
                 raise Skip(f"runs on {where} only{hint}")
             if backend not in tssd_fast.available_backends(dev):
-                raise Skip(registry.unavailable_reason(backend) or f"unavailable on {dev}")
-        sg = cfg.tssd_surrogate()
+                raise Skip(registry.why_unavailable(backend) or f"unavailable on {dev}")
+        # Through the module, as a user calls it: LIFNode's host path is part of the cost.
+        node = tssd_fast.LIFNode(tau=cfg.tau, decay_input=cfg.decay_input,
+                                 v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
+                                 surrogate_function=cfg.tssd_surrogate(),
+                                 detach_reset=cfg.detach_reset, step_mode="m", backend=backend)
 
         def run(x):
-            s, v, _ = tssd_fast.lif_multistep(x, None, cfg.tau, cfg.decay_input, cfg.v_threshold,
-                                              cfg.v_reset, sg, cfg.detach_reset, False, backend)
-            return s, v
+            node.reset()
+            return node(x), node.v
 
         return Runner(run)
 
@@ -308,7 +311,7 @@ def tssd_provider(backend: str) -> Provider:
             "triton": "tssd_fast Triton kernel", "cupy": "tssd_fast CuPy kernel"}[backend]
     kind = "reference" if backend == REFERENCE else "tssd"
     return Provider(backend, kind, desc, _tssd_runner(backend),
-                    registry._INFO[backend].dtypes)
+                    registry.info(backend).dtypes)
 
 
 def all_providers(device) -> List[Provider]:
@@ -317,7 +320,7 @@ def all_providers(device) -> List[Provider]:
     order = registry.AUTO_ORDER.get(dev, ())
     tssd = [b for b in order if b != REFERENCE]
     tssd += [b for b in registry.BACKENDS if b not in tssd and b != REFERENCE and
-             (dev in registry._INFO[b].devices() or (dev == "cpu" and b == "triton"))]
+             (dev in registry.info(b).devices() or (dev == "cpu" and b == "triton"))]
     out = [tssd_provider(REFERENCE)] + [tssd_provider(b) for b in tssd]
     out.append(Provider("torch-compile", "compile",
                         "torch.compile(fullgraph=True) of the reference loop", _compile_runner))

@@ -95,7 +95,7 @@ def _tssd_candidates(dev: str) -> List[str]:
     """The fused backends that could run on `dev`'s type (available or not)."""
     out = [b for b in registry.AUTO_ORDER.get(dev, ()) if b != REFERENCE]
     out += [b for b in registry.BACKENDS if b not in out and b != REFERENCE
-            and dev in registry._INFO[b].devices()]
+            and dev in registry.info(b).devices()]
     return out
 
 
@@ -114,11 +114,11 @@ def tssd_providers(cfg: P.NeuronConfig, device,
                 and b not in explicit:
             p.skip = ("TRITON_INTERPRET=1 would run it through the Triton interpreter (a test "
                       "mode, far slower); pass --providers triton to time it anyway")
-        elif dev not in registry._INFO[b].devices():
-            p.skip = f"runs on {', '.join(registry._INFO[b].devices())} only" + (
+        elif dev not in registry.info(b).devices():
+            p.skip = f"runs on {', '.join(registry.info(b).devices())} only" + (
                 " (or CPU under TRITON_INTERPRET=1, a test mode)" if b == "triton" else "")
         elif b not in available:
-            p.skip = registry.unavailable_reason(b) or f"unavailable on {dev}"
+            p.skip = registry.why_unavailable(b) or f"unavailable on {dev}"
         else:
             p.factory = _tssd_factory(cfg, b)
         out.append(p)

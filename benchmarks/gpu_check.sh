@@ -82,10 +82,10 @@ print("tssd_fast from", tssd_fast.__file__)
 print("csrc:", _ext.csrc_dir())
 for b in ("cpp", "cuda", "triton", "cupy"):
     dev = "cpu" if b == "cpp" else "cuda"
-    ok = registry.backend_runs_on(b, dev)
-    print(f"{b:7s} {'available' if ok else 'UNAVAILABLE: ' + registry.unavailable_reason(b)}")
+    ok = registry.runs_on(b, dev)
+    print(f"{b:7s} {'available' if ok else 'UNAVAILABLE: ' + registry.why_unavailable(b)}")
 print("available on cuda:", tssd_fast.available_backends("cuda"))
-assert registry.backend_runs_on("cuda", "cuda"), "the CUDA extension was not built or not loadable"
+assert registry.runs_on("cuda", "cuda"), "the CUDA extension was not built or not loadable"
 EOF
 }
 
@@ -114,11 +114,13 @@ import sys
 import torch
 import tssd_fast
 from tssd_fast.ops import registry
-backends = [b for b in sys.argv[1:] if registry.backend_runs_on(b, "cuda")]
+backends = [b for b in sys.argv[1:] if registry.runs_on(b, "cuda")]
 print("backends:", backends)
-op = torch.ops.tssd_fast
+from tssd_fast.ops.config import LIFConfig
+from tssd_fast.ops.lif_op import op_overloads
 count = 0
 for backend in backends:
+    fwd, bwd, extra = op_overloads(backend)
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         cdt = torch.float64 if dtype == torch.float64 else torch.float32
         for N, off in ((1028, 0), (1026, 0), (1027, 0), (1028, 1)):
@@ -129,18 +131,18 @@ for backend in backends:
             for hard, surr in ((False, 0), (True, 0), (False, 1), (True, 2)):
                 for store in (False, True):
                     for save in (False, True):
-                        outs = op.lif_forward(x, v0, 2.0, 1.0, 0.0, hard, True, surr,
-                                              1.0 if surr == 0 else 4.0, False, store, save,
-                                              backend)
-                        count += 1
+                        cfg = LIFConfig(2.0, 1.0, 0.0 if hard else None, True, surr,
+                                        1.0 if surr == 0 else 4.0, False)
+                        outs = fwd(x, v0, 0.0, *cfg.op_args(store, save), *extra)
+                        outs = fwd(x, None, 0.5, *cfg.op_args(store, save), *extra)
+                        count += 2
                         if not save:
                             continue
-                        _, _, _, h, bits = outs
+                        saved = outs[3]
                         gs = torch.randn(T, N, device="cuda").to(dtype)
                         for gvs, gvl in ((None, None), (torch.randn(T, N, device="cuda", dtype=cdt),
                                                         torch.randn(N, device="cuda", dtype=cdt))):
-                            op.lif_backward(gs, gvs, gvl, h, bits, 2.0, 1.0, 0.0, hard, True,
-                                            surr, 1.0 if surr == 0 else 4.0, False, backend)
+                            bwd(gs, gvs, gvl, saved, *cfg.op_args(), [], *extra)
                             count += 1
 torch.cuda.synchronize()
 print("launch pairs run:", count)

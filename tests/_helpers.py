@@ -9,6 +9,8 @@ from torch import nn
 
 import tssd_fast
 from tssd_fast import LIFNode, surrogate
+from tssd_fast.ops import lif_op
+from tssd_fast.ops.config import LIFConfig
 from _reference64 import Neuron, backward, forward
 
 # compute dtype of each storage dtype
@@ -86,10 +88,19 @@ def check_against_oracle(n: Neuron, x, v0, xr, v_init, outputs, dtype, store_v_s
 
 
 def fwd_args(x, v0, hard, surr, store, save, backend):
-    """Arguments of torch.ops.tssd_fast.lif_forward: tau 2, threshold 1, v_reset 0, no
-    decay_input, alpha 1 (Rect) or 4, no detach_reset."""
-    return (x, v0, 2.0, 1.0, 0.0, hard, False, surr, 1.0 if surr == 0 else 4.0, False, store,
-            save, backend)
+    """Arguments of the forward op of `backend` (tssd_fast.ops.lif_op.op_overloads): tau 2,
+    threshold 1, v_reset 0, no decay_input, alpha 1 (Rect) or 4, no detach_reset."""
+    cfg = LIFConfig(2.0, 1.0, 0.0 if hard else None, False, surr, 1.0 if surr == 0 else 4.0,
+                    False)
+    return (x, v0, 0.0) + cfg.op_args(store, save) + lif_op.op_overloads(backend)[2]
+
+
+def bwd_args(grad_s, grad_v_seq, grad_v_last, saved, hard, surr, backend, order=()):
+    """Arguments of the backward op of `backend`, for the neuron of fwd_args."""
+    cfg = LIFConfig(2.0, 1.0, 0.0 if hard else None, False, surr, 1.0 if surr == 0 else 4.0,
+                    False)
+    return ((grad_s, grad_v_seq, grad_v_last, saved) + cfg.op_args() + (list(order),)
+            + lif_op.op_overloads(backend)[2])
 
 
 class TinySNN(nn.Module):

@@ -200,7 +200,7 @@ def test_importing_tssd_fast_never_imports_cupy():
     code = ("import sys, torch, tssd_fast\n"
             "from tssd_fast.ops import registry, cupy_lif\n"
             "print(tssd_fast.available_backends('cpu'))\n"
-            "print(registry.backend_runs_on('cupy', 'cuda') == torch.cuda.is_available() "
+            "print(registry.runs_on('cupy', 'cuda') == torch.cuda.is_available() "
             "or not torch.cuda.is_available())\n"
             "assert 'cupy' not in sys.modules, 'importing tssd_fast imported cupy'\n")
     proc = _run_python(code)
@@ -213,9 +213,9 @@ def test_with_cupy_installed_import_is_harmless():
     code = ("import torch, tssd_fast\n"
             "from tssd_fast.ops import registry, cupy_lif\n"
             "dev = torch.cuda.current_device() if torch.cuda.is_available() else None\n"
-            "launcher = registry.get_launcher('cupy')\n"
+            "launcher = registry.launcher('cupy')\n"
             "if not torch.cuda.is_available():\n"
-            "    assert launcher is None and registry.unavailable_reason('cupy')\n"
+            "    assert launcher is None and registry.why_unavailable('cupy')\n"
             "    assert 'cupy' not in tssd_fast.available_backends('cuda')\n"
             "else:\n"
             "    assert torch.cuda.current_device() == dev\n"

@@ -14,7 +14,10 @@ import torch
 import tssd_fast
 from tssd_fast import LIFNode
 from tssd_fast.ops import registry
-from _helpers import check_against_oracle, eager_and_compiled, fwd_args, initial_v, oracle_input
+from _helpers import (bwd_args, check_against_oracle, eager_and_compiled, fwd_args, initial_v,
+                      oracle_input)
+from tssd_fast.ops.config import LIFConfig
+from tssd_fast.ops.lif_op import op_overloads
 from _reference64 import Neuron, all_neurons, backward, forward
 
 if not torch.cuda.is_available():
@@ -34,8 +37,8 @@ def _required():
 @pytest.fixture(params=GPU_BACKENDS)
 def backend(request):
     b = request.param
-    if not registry.backend_runs_on(b, DEV):
-        reason = registry.unavailable_reason(b) or "not available"
+    if not registry.runs_on(b, DEV):
+        reason = registry.why_unavailable(b) or "not available"
         if b in _required():
             pytest.fail(f"backend {b!r} is required here but unavailable: {reason}")
         pytest.skip(f"backend {b!r} unavailable: {reason}")
@@ -43,8 +46,8 @@ def backend(request):
 
 
 def test_required_backends_are_available():
-    missing = {b: registry.unavailable_reason(b) for b in _required()
-               if not registry.backend_runs_on(b, DEV)}
+    missing = {b: registry.why_unavailable(b) for b in _required()
+               if not registry.runs_on(b, DEV)}
     assert not missing, missing
 
 
@@ -89,7 +92,7 @@ def test_other_tau_threshold_fp32(backend, n):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
 @pytest.mark.parametrize("n", all_neurons(tau=1.7, v_threshold=0.6)[::3], ids=str)
 def test_dtypes(backend, dtype, n):
-    if dtype not in registry._INFO[backend].dtypes:
+    if dtype not in registry.info(backend).dtypes:
         pytest.skip(f"{backend} does not list {dtype}")
     run_and_check(backend, n, (6, 1031), dtype)
 
@@ -126,10 +129,10 @@ def test_window_bits_and_h_saved(backend):
     T, N = 19, 1030  # three byte rows, N % 4 == 2
     x = torch.randn(T, N, device=DEV)
     v0 = torch.randn(N, device=DEV) * 0.3
-    outs = torch.ops.tssd_fast.lif_forward(x, v0, 2.0, 1.0, 0.0, False, False, 0, 1.0, False,
-                                           True, True, backend)
-    spikes, v_last, v_seq, h_saved, bits = (o.cpu() for o in outs)
-    assert h_saved.numel() == 0 and bits.shape == (3, N) and bits.dtype == torch.uint8
+    fwd = op_overloads(backend)[0]
+    outs = fwd(*fwd_args(x, v0, False, 0, True, True, backend))
+    spikes, v_last, v_seq, bits = (o.cpu() for o in outs)
+    assert bits.shape == (3, N) and bits.dtype == torch.uint8
     S, H, V = forward(x.cpu(), v0.cpu(), Neuron(2.0, False, 1.0, None, "Rect", 1.0),
                       torch.float32)
     window = ((H - 1.0).abs() < 0.5).to(torch.uint8)
@@ -137,14 +140,13 @@ def test_window_bits_and_h_saved(backend):
         assert torch.equal((bits[t // 8] >> (t % 8)) & 1, window[t]), t
     assert torch.equal(bits[2] >> 3, torch.zeros(N, dtype=torch.uint8))  # unused high bits
     assert torch.equal(spikes, S) and torch.equal(v_seq, V)
-    ref = torch.ops.tssd_fast.lif_forward(x.cpu(), v0.cpu(), 2.0, 1.0, 0.0, False, False, 0, 1.0,
-                                          False, True, True, "cpp")
-    assert torch.equal(ref[4], bits)
-    outs = torch.ops.tssd_fast.lif_forward(x, v0, 2.0, 1.0, -0.5, True, True, 1, 4.0, False,
-                                           False, True, backend)
+    ref = op_overloads("cpp")[0](*fwd_args(x.cpu(), v0.cpu(), False, 0, True, True, "cpp"))
+    assert torch.equal(ref[3], bits)
+    cfg = LIFConfig(2.0, 1.0, -0.5, True, 1, 4.0, False)
+    outs = fwd(x, v0, 0.0, *cfg.op_args(False, True), *op_overloads(backend)[2])
     _, H2, _ = forward(x.cpu(), v0.cpu(), Neuron(2.0, True, 1.0, -0.5, "Sigmoid", 4.0),
                        torch.float32)
-    assert outs[4].numel() == 0 and torch.equal(outs[3].cpu(), H2)
+    assert outs[3].dtype == torch.float32 and torch.equal(outs[3].cpu().view(T, N), H2)
 
 
 def test_denormals_are_kept(backend):
@@ -226,14 +228,13 @@ def test_int64_indexing(backend):
 def test_opcheck(backend, hard, surr, store):
     x = torch.randn(5, 36, device=DEV, requires_grad=True)
     v0 = torch.randn(36, device=DEV, requires_grad=True)
-    torch.library.opcheck(torch.ops.tssd_fast.lif_forward.default,
-                          fwd_args(x, v0, hard, surr, store, True, backend))
-    _, _, _, h, bits = torch.ops.tssd_fast.lif_forward(
-        *fwd_args(x.detach(), v0.detach(), hard, surr, False, True, backend))
-    args = (torch.randn(5, 36, device=DEV), torch.randn(5, 36, device=DEV),
-            torch.randn(36, device=DEV), h, bits, 2.0, 1.0, 0.0, hard, False, surr, 1.0, False,
-            backend)
-    torch.library.opcheck(torch.ops.tssd_fast.lif_backward.default, args)
+    fwd, bwd, _ = op_overloads(backend)
+    torch.library.opcheck(fwd, fwd_args(x, v0, hard, surr, store, True, backend))
+    torch.library.opcheck(fwd, fwd_args(x, None, hard, surr, store, True, backend))
+    saved = fwd(*fwd_args(x.detach(), v0.detach(), hard, surr, False, True, backend))[3]
+    args = bwd_args(torch.randn(5, 36, device=DEV), torch.randn(5, 36, device=DEV),
+                    torch.randn(36, device=DEV), saved, hard, surr, backend)
+    torch.library.opcheck(bwd, args)
 
 
 def test_cuda_graph_capture(backend):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import tssd_fast
-from _helpers import check_against_oracle, initial_v, oracle_input
+from _helpers import check_against_oracle, fwd_args, initial_v, oracle_input
+from tssd_fast.ops.lif_op import op_overloads
 from _reference64 import Neuron, all_neurons, backward, forward
 
 CPU_BACKENDS = tssd_fast.available_backends("cpu")
@@ -14,7 +15,7 @@ CPU_BACKENDS = tssd_fast.available_backends("cpu")
 
 def test_cpp_is_available():
     # the install command must give the compiled CPU kernel (prebuilt or JIT)
-    assert "cpp" in CPU_BACKENDS, tssd_fast.ops.registry.unavailable_reason("cpp")
+    assert "cpp" in CPU_BACKENDS, tssd_fast.ops.registry.why_unavailable("cpp")
 
 
 def run_and_check(backend, n: Neuron, shape, dtype, v0_kind="default", store_v_seq=True,
@@ -106,15 +107,13 @@ def test_inference_saves_nothing_and_matches_training(backend):
 def test_window_bits_are_saved_instead_of_h():
     # Rect + soft reset: backward needs 1 bit per neuron-step, not H (4 bytes in fp32).
     x = torch.randn(12, 100)
-    outs = torch.ops.tssd_fast.lif_forward(x, torch.zeros(100), 2.0, 1.0, 0.0, False, False, 0,
-                                           1.0, False, False, True, "cpp")
-    spikes, v_last, v_seq, h_saved, bits = outs
-    assert h_saved.numel() == 0 and bits.shape == (2, 100) and bits.dtype == torch.uint8
+    fwd = op_overloads("cpp")[0]
+    spikes, v_last, v_seq, bits = fwd(*fwd_args(x, torch.zeros(100), False, 0, False, True, "cpp"))
+    assert bits.shape == (2, 100) and bits.dtype == torch.uint8
     S, H, _ = forward(x, torch.zeros(100), Neuron(2.0, False, 1.0, None, "Rect", 1.0), torch.float32)
     window = ((H - 1.0).abs() < 0.5).to(torch.uint8)
     for t in range(12):
         assert torch.equal((bits[t // 8] >> (t % 8)) & 1, window[t]), t
     assert torch.equal(bits[1] >> 4, torch.zeros(100, dtype=torch.uint8))  # unused high bits
-    outs = torch.ops.tssd_fast.lif_forward(x, torch.zeros(100), 2.0, 1.0, 0.0, True, False, 0,
-                                           1.0, False, False, True, "cpp")
-    assert outs[3].shape == (12, 100) and outs[4].numel() == 0  # hard reset saves H
+    outs = fwd(*fwd_args(x, torch.zeros(100), True, 0, False, True, "cpp"))
+    assert outs[3].shape == (12, 100) and outs[3].dtype == torch.float32  # hard reset saves H

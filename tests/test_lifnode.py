@@ -116,14 +116,22 @@ def test_auto_env_override(monkeypatch):
     x = torch.randn(2, 3)
     monkeypatch.setenv("TSSD_FAST_BACKEND", "torch")
     called = []
-    import tssd_fast.functional as F
+    import tssd_fast.ops.lif_op as F
     orig = F.lif_multistep_ref
     monkeypatch.setattr(F, "lif_multistep_ref", lambda *a, **k: called.append(1) or orig(*a, **k))
     node(x)
     assert called == [1]
     monkeypatch.setenv("TSSD_FAST_BACKEND", "nonsense")
     node.reset()
-    with pytest.raises(ValueError, match="unknown backend"):
+    node(x)  # the backend was resolved at the first call for this device and dtype
+    assert called == [1, 1]
+    node = LIFNode(step_mode="m")
+    with pytest.raises(ValueError, match="unknown backend 'nonsense' in the environment variable "
+                                         "TSSD_FAST_BACKEND"):
+        node(x)
+    monkeypatch.setenv("TSSD_FAST_BACKEND", "cuda")  # names a backend that cannot run here
+    node.backend = "auto"  # assigning it resolves again
+    with pytest.raises(RuntimeError, match="TSSD_FAST_BACKEND"):
         node(x)
 
 

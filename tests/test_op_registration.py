@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import tssd_fast
-from _helpers import eager_and_compiled, fwd_args
+from _helpers import bwd_args, eager_and_compiled, fwd_args
+from tssd_fast.ops.lif_op import op_overloads
 
 CPU_FUSED = [b for b in tssd_fast.available_backends("cpu") if b != "torch"]
 
@@ -14,23 +15,27 @@ CPU_FUSED = [b for b in tssd_fast.available_backends("cpu") if b != "torch"]
 def test_opcheck_forward(backend, hard, surr, store):
     x = torch.randn(5, 7, requires_grad=True)
     v0 = torch.randn(7, requires_grad=True)
-    torch.library.opcheck(torch.ops.tssd_fast.lif_forward.default,
-                          fwd_args(x, v0, hard, surr, store, True, backend))
-    torch.library.opcheck(torch.ops.tssd_fast.lif_forward.default,
-                          fwd_args(x.detach(), v0.detach(), hard, surr, store, False, backend))
+    fwd = op_overloads(backend)[0]
+    torch.library.opcheck(fwd, fwd_args(x, v0, hard, surr, store, True, backend))
+    torch.library.opcheck(fwd, fwd_args(x.detach(), v0.detach(), hard, surr, store, False,
+                                        backend))
+    # the scalar start state (no v0 tensor) and a channels_last input
+    torch.library.opcheck(fwd, fwd_args(x, None, hard, surr, store, True, backend))
+    x4 = torch.randn(3, 2, 4, 5, 6).permute(0, 1, 3, 4, 2).requires_grad_()
+    torch.library.opcheck(fwd, fwd_args(x4, None, hard, surr, store, True, backend))
 
 
 @pytest.mark.parametrize("backend", CPU_FUSED)
 def test_opcheck_backward(backend):
     x, v0 = torch.randn(9, 6), torch.randn(6)
+    fwd, bwd, _ = op_overloads(backend)
     for hard, surr in [(False, 0), (True, 0), (True, 2)]:
-        _, _, _, h, bits = torch.ops.tssd_fast.lif_forward(
-            *fwd_args(x, v0, hard, surr, False, True, backend))
-        args = (torch.randn(9, 6), torch.randn(9, 6), torch.randn(6), h, bits, 2.0, 1.0, 0.0,
-                hard, False, surr, 1.0, False, backend)
-        torch.library.opcheck(torch.ops.tssd_fast.lif_backward.default, args)
+        saved = fwd(*fwd_args(x, v0, hard, surr, False, True, backend))[3]
+        args = bwd_args(torch.randn(9, 6), torch.randn(9, 6), torch.randn(6), saved, hard, surr,
+                        backend)
+        torch.library.opcheck(bwd, args)
         args = args[:1] + (None, None) + args[3:]
-        torch.library.opcheck(torch.ops.tssd_fast.lif_backward.default, args)
+        torch.library.opcheck(bwd, args)
 
 
 @pytest.mark.parametrize("backend", CPU_FUSED)

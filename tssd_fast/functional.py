@@ -1,7 +1,7 @@
 """The functional form of the LIF neuron: `lif_multistep`, for users who do not want a module.
 
-It validates the input, picks the backend, flattens [T, *] to [T, N] and calls either the
-pure-PyTorch reference ('torch') or the registered fused op (every other backend).
+It validates its arguments on every call (LIFNode validates once, at construction and on
+attribute change), picks the backend and calls tssd_fast.ops.lif_op.run, as LIFNode does.
 """
 import math
 import numbers
@@ -11,8 +11,8 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 
 from . import surrogate as _surrogate
-from .ops import lif_op  # noqa: F401  (registers torch.ops.tssd_fast.*)
-from .ops.reference import compute_dtype, lif_multistep_ref
+from .ops import lif_op
+from .ops.config import LIFConfig
 from .ops.registry import check_backend_name, resolve_backend
 
 _warned_surrogates = set()
@@ -33,30 +33,22 @@ def check_neuron_args(tau, v_threshold, v_reset, surrogate_function) -> None:
                         f"got {surrogate_function!r}")
 
 
-def _memory_order(x: torch.Tensor) -> list:
-    """A permutation of x's dims, time first, under which x is contiguous (x's memory order,
-    e.g. channels_last), or the identity when there is none (the op then copies)."""
-    ident = list(range(x.dim()))
-    if x.is_contiguous():
-        return ident
-    perm = [0] + sorted(range(1, x.dim()), key=lambda d: -x.stride(d))
-    return perm if x.permute(perm).is_contiguous() else ident
-
-
-def _state_tensor(v_init, x_seq: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
-    """V[-1] as a tensor of shape x_seq.shape[1:] in the compute dtype."""
-    shape = x_seq.shape[1:]
-    if isinstance(v_init, torch.Tensor):
-        if v_init.shape != shape:
-            raise RuntimeError(
-                f"the neuron state has shape {tuple(v_init.shape)} but the input needs "
-                f"{tuple(shape)} (input {tuple(x_seq.shape)}, [T, *]): call reset() on the "
-                f"neuron (or tssd_fast.reset_net(model)) before feeding a new shape")
-        if v_init.device != x_seq.device:
-            raise RuntimeError(f"the neuron state is on {v_init.device} but the input is on "
-                               f"{x_seq.device}: call reset() after moving the model")
-        return v_init.to(cdt)
-    return torch.full(shape, float(v_init), dtype=cdt, device=x_seq.device)
+def check_fused_surrogate(surrogate_function, backend: str):
+    """surrogate_spec(surrogate_function), or None for a surrogate only the 'torch' backend
+    runs: then a fused backend named explicitly raises, and 'auto' warns once per class."""
+    spec = _surrogate.surrogate_spec(surrogate_function)
+    if spec is None:
+        if backend not in ("auto", "torch"):
+            raise ValueError(
+                f"backend {backend!r} implements only tssd_fast.surrogate.Rect/Sigmoid/ATan (or "
+                f"SpikingJelly's objects of those classes); got {surrogate_function!r}. Use "
+                f"backend='torch' for other surrogate functions")
+        key = type(surrogate_function).__qualname__
+        if key not in _warned_surrogates and backend == "auto":
+            _warned_surrogates.add(key)
+            warnings.warn(f"tssd_fast: surrogate {key} has no fused kernel; running the "
+                          f"pure-PyTorch backend", RuntimeWarning, stacklevel=4)
+    return spec
 
 
 def lif_multistep(x_seq: torch.Tensor, v_init: Union[None, float, torch.Tensor] = None,
@@ -65,7 +57,7 @@ def lif_multistep(x_seq: torch.Tensor, v_init: Union[None, float, torch.Tensor] 
                   detach_reset: bool = False, store_v_seq: bool = False,
                   backend: str = "auto"
                   ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """Run the LIF neuron over x_seq [T, *] (any trailing dims): shared NEURON.md semantics.
+    """Run the LIF neuron over x_seq [T, *] (any trailing dims): docs/NEURON.md.
 
     Args:
         x_seq: input current [T, *], floating point (fp16/bf16 are computed in fp32).
@@ -96,41 +88,18 @@ def lif_multistep(x_seq: torch.Tensor, v_init: Union[None, float, torch.Tensor] 
     check_backend_name(backend)
     v_init = (0.0 if v_reset is None else v_reset) if v_init is None else v_init
 
-    spec = _surrogate.surrogate_spec(surrogate_function)
-    if spec is None:
-        if backend not in ("auto", "torch"):
-            raise ValueError(
-                f"backend {backend!r} implements only tssd_fast.surrogate.Rect/Sigmoid/ATan (or "
-                f"SpikingJelly's objects of those classes); got {surrogate_function!r}. Use "
-                f"backend='torch' for other surrogate functions")
-        key = type(surrogate_function).__qualname__
-        if key not in _warned_surrogates:
-            _warned_surrogates.add(key)
-            warnings.warn(f"tssd_fast: surrogate {key} has no fused kernel; running the "
-                          f"pure-PyTorch backend", RuntimeWarning, stacklevel=2)
+    spec = check_fused_surrogate(surrogate_function, backend)
     name = resolve_backend(backend, x_seq.device, x_seq.dtype, fused_ok=spec is not None)
-    cdt = compute_dtype(x_seq.dtype)
-    v0 = _state_tensor(v_init, x_seq, cdt)
-    if name == "torch":
-        return lif_multistep_ref(x_seq, v0, float(tau), bool(decay_input), float(v_threshold),
-                                 None if v_reset is None else float(v_reset),
-                                 surrogate_function, bool(detach_reset), store_v_seq)
+    cfg = neuron_config(tau, decay_input, v_threshold, v_reset, spec, detach_reset)
+    return lif_op.run(name, cfg, cfg.op_args(store_v_seq), x_seq, v_init, store_v_seq,
+                      surrogate_function)
 
-    T = x_seq.shape[0]
-    # Elementwise in the neuron dims: run on x's own memory order (e.g. channels_last) instead
-    # of copying it to contiguous, and hand the outputs back in the same layout, as torch's
-    # elementwise ops do.
-    perm = _memory_order(x_seq)
-    inv = [perm.index(d) for d in range(len(perm))]
-    xs = x_seq.permute(perm)
-    N = math.prod(xs.shape[1:])
-    x2 = xs.reshape(T, N).contiguous()
-    v0 = v0.permute([d - 1 for d in perm[1:]]).reshape(N).contiguous()
-    save = torch.is_grad_enabled() and (x2.requires_grad or v0.requires_grad)
-    spikes, v_last, v_seq, _, _ = torch.ops.tssd_fast.lif_forward(
-        x2, v0, float(tau), float(v_threshold), 0.0 if v_reset is None else float(v_reset),
-        v_reset is not None, bool(decay_input), spec[0], spec[1], bool(detach_reset),
-        bool(store_v_seq), save, name)
-    return (spikes.reshape(xs.shape).permute(inv),
-            v_last.reshape(xs.shape[1:]).permute([d - 1 for d in inv[1:]]),
-            v_seq.reshape(xs.shape).permute(inv) if store_v_seq else None)
+
+def neuron_config(tau, decay_input, v_threshold, v_reset, spec, detach_reset) -> LIFConfig:
+    """The LIFConfig of validated neuron arguments; spec is surrogate_spec(...) or None (a
+    surrogate only the reference runs: its id and alpha are then unused)."""
+    sid, alpha = spec if spec is not None else (1, 4.0)
+    return LIFConfig(tau=float(tau), v_threshold=float(v_threshold),
+                     v_reset=None if v_reset is None else float(v_reset),
+                     decay_input=bool(decay_input), surrogate_id=int(sid), alpha=float(alpha),
+                     detach_reset=bool(detach_reset))

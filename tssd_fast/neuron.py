@@ -10,12 +10,17 @@ import torch
 from torch import nn
 
 from . import surrogate as _surrogate
-from .functional import check_neuron_args, lif_multistep
-from .ops.registry import check_backend_name
+from .functional import check_fused_surrogate, check_neuron_args, neuron_config
+from .ops import _ext, lif_op, registry
+from .ops.backends import CPP_OP
+
+# Attributes that define the neuron: setting one re-validates and rebuilds the cached call plan.
+_CONFIG_ATTRS = frozenset({"tau", "decay_input", "v_threshold", "v_reset", "surrogate_function",
+                           "detach_reset", "backend", "store_v_seq"})
 
 
 class LIFNode(nn.Module):
-    """Leaky integrate-and-fire neuron (shared NEURON.md).
+    """Leaky integrate-and-fire neuron (docs/NEURON.md).
 
     Args:
         tau: membrane time constant (> 1).
@@ -32,6 +37,12 @@ class LIFNode(nn.Module):
 
     State: `.v` is V[T-1] of the last call (a float before the first call), kept until
     `.reset()`; its dtype is the compute dtype (float32 for fp16/bf16/fp32 input).
+
+    Arguments are validated here and whenever one of them is assigned, not on every call; the
+    backend is resolved when the neuron first sees a (device, dtype), and TSSD_FAST_BACKEND is
+    read then (assigning `backend`, even the same value, resolves again). A call then costs one
+    C++ op call on the 'cpp' and 'cuda' backends, with the scalar start state passed as a number,
+    not a tensor.
     """
 
     def __init__(self, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
@@ -41,7 +52,7 @@ class LIFNode(nn.Module):
                  store_v_seq: bool = False):
         super().__init__()
         check_neuron_args(tau, v_threshold, v_reset, surrogate_function)
-        check_backend_name(backend)
+        registry.check_backend_name(backend)
         self.tau = float(tau)
         self.decay_input = bool(decay_input)
         self.v_threshold = float(v_threshold)
@@ -51,7 +62,46 @@ class LIFNode(nn.Module):
         self.step_mode = step_mode
         self.backend = backend
         self.store_v_seq = bool(store_v_seq)
+        self._configure()
         self.reset()
+
+    def _configure(self) -> None:
+        """Validate the neuron's arguments and cache what a call needs (raises on bad ones)."""
+        check_neuron_args(self.tau, self.v_threshold, self.v_reset, self.surrogate_function)
+        registry.check_backend_name(self.backend)
+        spec = _surrogate.surrogate_spec(self.surrogate_function)
+        cfg = neuron_config(self.tau, self.decay_input, self.v_threshold, self.v_reset, spec,
+                            self.detach_reset)
+        d = self.__dict__
+        d["_cfg"] = cfg
+        d["_op_args"] = cfg.op_args(bool(self.store_v_seq))
+        d["_plans"] = {}  # (device, dtype) -> (backend name, kind)
+
+    def __setattr__(self, name, value):
+        if name in _CONFIG_ATTRS and "_cfg" in self.__dict__:
+            old = getattr(self, name)
+            super().__setattr__(name, value)
+            try:
+                self._configure()
+            except Exception:
+                super().__setattr__(name, old)
+                raise
+            return
+        super().__setattr__(name, value)
+
+    def _plan(self, x: torch.Tensor, key):
+        """Resolve the backend for x's device and dtype (cached under key)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"LIFNode input must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"the LIF input must be floating point, got {x.dtype}: convert it "
+                            f"with x.float() (spike inputs too)")
+        spec = check_fused_surrogate(self.surrogate_function, self.backend)
+        name = registry.resolve_backend(self.backend, x.device, x.dtype,
+                                        fused_ok=spec is not None)
+        plan = (name, registry.info(name).kind)
+        self._plans[key] = plan
+        return plan
 
     @property
     def step_mode(self) -> str:
@@ -67,24 +117,39 @@ class LIFNode(nn.Module):
     @property
     def v_init(self) -> float:
         """V[-1] after reset: v_reset, or 0 for soft reset."""
-        return 0.0 if self.v_reset is None else self.v_reset
+        return self._cfg.v_init
 
     def reset(self) -> None:
         """Forget the membrane potential (and v_seq): the next call starts from v_init."""
-        self.v = self.v_init
-        self.v_seq = None
+        # Plain attributes written straight into __dict__: nn.Module.__setattr__ costs more
+        # than the whole op call on a small input.
+        d = self.__dict__
+        d["v"] = self._cfg.v_init
+        d["v_seq"] = None
 
     def _run(self, x_seq: torch.Tensor):
-        return lif_multistep(x_seq, self.v, self.tau, self.decay_input, self.v_threshold,
-                             self.v_reset, self.surrogate_function, self.detach_reset,
-                             self.store_v_seq, self.backend)
+        """(spikes, v_last, v_seq or None) of x_seq [T, *] from the current state."""
+        key = (x_seq.device, x_seq.dtype)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(x_seq, key)
+        if plan[1] is CPP_OP:  # the fast path: straight into the C++ op
+            fwd = _op_forward if _is_compiling() else _fast_forward
+            v = self.v
+            if isinstance(v, torch.Tensor):
+                out = fwd(x_seq, v, 0.0, *self._op_args)
+            else:
+                out = fwd(x_seq, None, v, *self._op_args)
+            return out[0], out[1], (out[2] if self.store_v_seq else None)
+        return lif_op.run(plan[0], self._cfg, self._op_args, x_seq, self.v, self.store_v_seq,
+                          self.surrogate_function)
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
         """One step: x [*] -> spikes [*]; the state moves on by one step."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"LIFNode input must be a torch.Tensor, got {type(x).__name__}")
         spikes, v, v_seq = self._run(x.unsqueeze(0))
-        self.v = v
+        self.__dict__["v"] = v
         if self.store_v_seq:
             self.v_seq = v_seq if self.v_seq is None else torch.cat((self.v_seq, v_seq))
         return spikes[0]
@@ -92,10 +157,19 @@ class LIFNode(nn.Module):
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """T steps: x_seq [T, *] -> spikes [T, *]; `.v` becomes V[T-1]."""
         spikes, v, v_seq = self._run(x_seq)
-        self.v = v
+        self.__dict__["v"] = v
         if self.store_v_seq:
             self.v_seq = v_seq
         return spikes
+
+    def detach(self) -> "LIFNode":
+        """Cut the graph at the current state (truncated BPTT): `.v` (and `.v_seq`) stay, without
+        their history. SpikingJelly's functional.detach_net(net) calls this on every neuron."""
+        if isinstance(self.v, torch.Tensor):
+            self.v = self.v.detach()
+        if isinstance(self.v_seq, torch.Tensor):
+            self.v_seq = self.v_seq.detach()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._step_mode == "s":
@@ -107,6 +181,24 @@ class LIFNode(nn.Module):
                 f", v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
                 f"step_mode={self._step_mode}, backend={self.backend}, "
                 f"store_v_seq={self.store_v_seq}")
+
+
+_is_compiling = torch.compiler.is_compiling
+
+
+def _op_forward(*args):
+    """tssd_fast::lif_forward as torch.compile traces it (bound on first use: the op exists once
+    the compiled module is loaded, which resolving a 'cpp' / 'cuda' backend does)."""
+    global _op_forward
+    _op_forward = torch.ops.tssd_fast.lif_forward.default
+    return _op_forward(*args)
+
+
+def _fast_forward(*args):
+    """The same op entered from C++ (tssd_fast._C.lif_forward): eager calls, ~1 us cheaper."""
+    global _fast_forward
+    _fast_forward = _ext.cpu_module().lif_forward
+    return _fast_forward(*args)
 
 
 def reset_net(net: nn.Module) -> None:

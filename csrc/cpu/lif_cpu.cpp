@@ -1,15 +1,17 @@
 // CPU launcher of the fused multi-step LIF op: parallel over neurons (torch's intra-op thread
 // pool), time loop inside, and an innermost loop over a block of neurons that the compiler
-// vectorizes. The per-step math comes from csrc/lif_step.h, shared with the CUDA kernels.
-// Outputs are allocated by the Python op (tssd_fast/ops/lif_op.py) and written here.
+// vectorizes. The per-step math comes from csrc/lif_step.h, shared with the CUDA kernels;
+// checks, memory order and output allocation from csrc/lif_host.h (shared with CUDA too).
+// Registered as the CPU kernel of tssd_fast::lif_forward / lif_backward (csrc/lif_op.cpp).
+#include <ATen/Dispatch.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
-#include <ATen/OpMathType.h>
-#include <torch/extension.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <optional>
 
-#include "../lif_step.h"
+#include "../lif_host.h"
 
 namespace tssd_fast {
 namespace {
@@ -18,16 +20,16 @@ constexpr int64_t kBlock = 256;   // neurons per inner block: state fits in L1
 constexpr int64_t kGrain = 4096;  // neurons per parallel task
 
 template <typename T>
-T* opt_ptr(const std::optional<at::Tensor>& t) {
-  return (t.has_value() && t->defined() && t->numel() > 0) ? t->data_ptr<T>() : nullptr;
+T* opt_ptr(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
-// Forward over neurons [begin, end) of [T, N]. SAVE_H: write H (non-Rect surrogates or hard
+// Forward over neurons [begin, end) of [T, N], from v0 (or v_init when v0 is null). SAVE_H: write H (non-Rect surrogates or hard
 // reset). SAVE_BITS: write the Rect window bits. STORE_V: write V[t] for every t.
 // A plain function with __restrict__ parameters, not a lambda body: pointers captured by a
 // lambda lose __restrict__, and the bit-saving loop then falls back to branchy scalar code.
 template <typename scalar_t, typename acc_t, bool SAVE_H, bool SAVE_BITS, bool STORE_V>
-void forward_range(const scalar_t* __restrict__ x, const acc_t* __restrict__ v0,
+void forward_range(const scalar_t* __restrict__ x, const acc_t* __restrict__ v0, acc_t v_init,
                    scalar_t* __restrict__ spikes, acc_t* __restrict__ v_last,
                    acc_t* __restrict__ v_seq, acc_t* __restrict__ h_saved,
                    uint8_t* __restrict__ bits, int64_t T, int64_t N, const LIFParams<acc_t> p,
@@ -36,7 +38,11 @@ void forward_range(const scalar_t* __restrict__ x, const acc_t* __restrict__ v0,
   uint32_t m[kBlock];  // 32-bit like the float lanes, so the loop vectorizes without narrowing
   for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
     const int64_t nb = std::min(kBlock, end - n0);
-    for (int64_t j = 0; j < nb; ++j) v[j] = v0[n0 + j];
+    if (v0) {
+      for (int64_t j = 0; j < nb; ++j) v[j] = v0[n0 + j];
+    } else {
+      std::fill(v, v + nb, v_init);
+    }
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = t * N + n0;
       const scalar_t* __restrict__ xt = x + off;
@@ -62,12 +68,12 @@ void forward_range(const scalar_t* __restrict__ x, const acc_t* __restrict__ v0,
 }
 
 template <typename scalar_t, typename acc_t, bool SAVE_H, bool SAVE_BITS, bool STORE_V>
-void forward_impl(const scalar_t* x, const acc_t* v0, scalar_t* spikes, acc_t* v_last,
-                  acc_t* v_seq, acc_t* h_saved, uint8_t* bits, int64_t T, int64_t N,
-                  const LIFParams<acc_t> p) {
+void forward_impl(const scalar_t* x, const acc_t* v0, acc_t v_init, scalar_t* spikes,
+                  acc_t* v_last, acc_t* v_seq, acc_t* h_saved, uint8_t* bits, int64_t T,
+                  int64_t N, const LIFParams<acc_t> p) {
   at::parallel_for(0, N, kGrain, [=](int64_t begin, int64_t end) {
     forward_range<scalar_t, acc_t, SAVE_H, SAVE_BITS, STORE_V>(
-        x, v0, spikes, v_last, v_seq, h_saved, bits, T, N, p, begin, end);
+        x, v0, v_init, spikes, v_last, v_seq, h_saved, bits, T, N, p, begin, end);
   });
 }
 
@@ -122,35 +128,17 @@ void backward_impl(const scalar_t* grad_s, const acc_t* grad_v_seq, const acc_t*
   });
 }
 
-void check_cpu_contig(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "tssd_fast cpp backend: ", name, " must be on the CPU");
-  TORCH_CHECK(t.is_contiguous(), "tssd_fast cpp backend: ", name, " must be contiguous");
-}
-
-// x [T, N]; v0 [N] (compute dtype); spikes [T, N] (x dtype); v_last [N]; optional v_seq and
-// h_saved [T, N] (compute dtype); optional bits [ceil(T/8), N] uint8.
-void lif_forward(const at::Tensor& x, const at::Tensor& v0, at::Tensor& spikes,
-                 at::Tensor& v_last, const std::optional<at::Tensor>& v_seq,
-                 const std::optional<at::Tensor>& h_saved, const std::optional<at::Tensor>& bits,
-                 double tau, double v_threshold, double v_reset, bool hard_reset,
-                 bool decay_input, double alpha, bool detach_reset) {
-  check_cpu_contig(x, "x");
-  check_cpu_contig(v0, "v0");
-  check_cpu_contig(spikes, "spikes");
-  check_cpu_contig(v_last, "v_last");
-  TORCH_CHECK(x.dim() == 2, "tssd_fast cpp backend: x must be [T, N]");
-  const int64_t T = x.size(0), N = x.size(1);
-  if (T == 0 || N == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lif_forward", [&] {
+// The launchers: flat [T, N] tensors, allocated and checked by csrc/lif_host.h.
+void launch_forward(const ForwardArgs& a) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "lif_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto p = make_lif_params<acc_t>(tau, v_threshold, v_reset, hard_reset, decay_input,
-                                          alpha, detach_reset);
-    acc_t* vs = opt_ptr<acc_t>(v_seq);
-    acc_t* hs = opt_ptr<acc_t>(h_saved);
-    uint8_t* bs = opt_ptr<uint8_t>(bits);
-    auto args = std::make_tuple(x.data_ptr<scalar_t>(), v0.data_ptr<acc_t>(),
-                                spikes.data_ptr<scalar_t>(), v_last.data_ptr<acc_t>(), vs, hs,
-                                bs, T, N, p);
+    const auto p = params_from<acc_t>(a.tau, a.v_threshold, a.v_reset, a.alpha, a.flags);
+    acc_t* vs = opt_ptr<acc_t>(a.v_seq);
+    acc_t* hs = opt_ptr<acc_t>(a.h);
+    uint8_t* bs = opt_ptr<uint8_t>(a.bits);
+    auto args = std::make_tuple(a.x.data_ptr<scalar_t>(), opt_ptr<acc_t>(a.v0),
+                                static_cast<acc_t>(a.v_init), a.spikes.data_ptr<scalar_t>(),
+                                a.v_last.data_ptr<acc_t>(), vs, hs, bs, a.T, a.N, p);
     // Instantiate only the flag combinations the op uses: H xor bits xor nothing saved.
     auto run = [&](auto save_h, auto save_bits) {
       constexpr bool kH = decltype(save_h)::value, kB = decltype(save_bits)::value;
@@ -170,34 +158,18 @@ void lif_forward(const at::Tensor& x, const at::Tensor& v0, at::Tensor& spikes,
   });
 }
 
-// grad_s [T, N] (x dtype); optional grad_v_seq [T, N], grad_v_last [N] (compute dtype);
-// exactly one of h_saved [T, N] / bits [ceil(T/8), N]; grad_x [T, N]; grad_v0 [N].
-void lif_backward(const at::Tensor& grad_s, const std::optional<at::Tensor>& grad_v_seq,
-                  const std::optional<at::Tensor>& grad_v_last,
-                  const std::optional<at::Tensor>& h_saved,
-                  const std::optional<at::Tensor>& bits, at::Tensor& grad_x,
-                  at::Tensor& grad_v0, double tau, double v_threshold, double v_reset,
-                  bool hard_reset, bool decay_input, int64_t surrogate, double alpha,
-                  bool detach_reset) {
-  check_cpu_contig(grad_s, "grad_s");
-  check_cpu_contig(grad_x, "grad_x");
-  check_cpu_contig(grad_v0, "grad_v0");
-  const int64_t T = grad_s.size(0), N = grad_s.size(1);
-  if (T == 0 || N == 0) return;
-  const bool use_bits = bits.has_value() && bits->defined() && bits->numel() > 0;
-  TORCH_CHECK(use_bits || (h_saved.has_value() && h_saved->defined()),
-              "tssd_fast cpp backend: backward needs the saved H or window bits");
-  TORCH_CHECK(surrogate >= 0 && surrogate <= 2, "tssd_fast: unknown surrogate id ", surrogate);
+void launch_backward(const BackwardArgs& a) {
+  const int surrogate = flag_surrogate(a.flags);
+  TORCH_CHECK(surrogate <= 2, "tssd_fast: unknown surrogate id ", surrogate);
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, grad_s.scalar_type(), "lif_backward", [&] {
+      at::kHalf, at::kBFloat16, a.grad_s.scalar_type(), "lif_backward", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const auto p = make_lif_params<acc_t>(tau, v_threshold, v_reset, hard_reset,
-                                              decay_input, alpha, detach_reset);
-        auto args = std::make_tuple(grad_s.data_ptr<scalar_t>(), opt_ptr<acc_t>(grad_v_seq),
-                                    opt_ptr<acc_t>(grad_v_last), opt_ptr<acc_t>(h_saved),
-                                    opt_ptr<uint8_t>(bits), grad_x.data_ptr<scalar_t>(),
-                                    grad_v0.data_ptr<acc_t>(), T, N, p);
-        if (use_bits) {
+        const auto p = params_from<acc_t>(a.tau, a.v_threshold, a.v_reset, a.alpha, a.flags);
+        auto args = std::make_tuple(a.grad_s.data_ptr<scalar_t>(), opt_ptr<acc_t>(a.grad_v_seq),
+                                    opt_ptr<acc_t>(a.grad_v_last), opt_ptr<acc_t>(a.h),
+                                    opt_ptr<uint8_t>(a.bits), a.grad_x.data_ptr<scalar_t>(),
+                                    a.grad_v0.data_ptr<acc_t>(), a.T, a.N, p);
+        if (a.bits.defined()) {
           std::apply(backward_impl<scalar_t, acc_t, kRect, true>, args);
         } else if (surrogate == kRect) {
           std::apply(backward_impl<scalar_t, acc_t, kRect, false>, args);
@@ -209,11 +181,36 @@ void lif_backward(const at::Tensor& grad_s, const std::optional<at::Tensor>& gra
       });
 }
 
+at::Tensor empty_cpu(c10::IntArrayRef sizes, at::ScalarType dtype, const at::Tensor&) {
+  return at::Tensor(at::detail::empty_cpu(sizes, dtype, /*pin_memory=*/false, std::nullopt));
+}
+
+void check_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "tssd_fast cpp backend: ", name, " must be on the CPU, got ",
+              t.device());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu(
+    const at::Tensor& x, const std::optional<at::Tensor>& v0, double v_init, double tau,
+    double v_threshold, double v_reset, double alpha, int64_t flags) {
+  check_cpu(x, "x");
+  return lif_forward_host(x, v0, v_init, tau, v_threshold, v_reset, alpha, flags,
+                          &launch_forward, &empty_cpu);
+}
+
+std::tuple<at::Tensor, at::Tensor> lif_backward_cpu(
+    const at::Tensor& grad_s, const std::optional<at::Tensor>& grad_v_seq,
+    const std::optional<at::Tensor>& grad_v_last, const at::Tensor& saved, double tau,
+    double v_threshold, double v_reset, double alpha, int64_t flags, c10::IntArrayRef order) {
+  check_cpu(grad_s, "grad_s");
+  return lif_backward_host(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_reset,
+                           alpha, flags, order, &launch_backward, &empty_cpu);
+}
+
 }  // namespace
 }  // namespace tssd_fast
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "tssd_fast CPU kernels of the fused multi-step LIF op";
-  m.def("lif_forward", &tssd_fast::lif_forward, "fused LIF forward over [T, N] (CPU)");
-  m.def("lif_backward", &tssd_fast::lif_backward, "fused LIF backward over [T, N] (CPU)");
+TORCH_LIBRARY_IMPL(tssd_fast, CPU, m) {
+  m.impl("lif_forward", &tssd_fast::lif_forward_cpu);
+  m.impl("lif_backward", &tssd_fast::lif_backward_cpu);
 }

@@ -12,6 +12,14 @@ def poison(enabled: bool) -> None:
     """Fill every fresh output with NaN / 0xA5 (tests) or leave it uninitialised (default)."""
     global _POISON
     _POISON = bool(enabled)
+    from . import _ext
+    for m in _ext.loaded_modules():  # the C++ op allocates its outputs itself
+        m.set_poison(_POISON)
+
+
+def poisoning() -> bool:
+    """Whether fresh outputs are poisoned now."""
+    return _POISON
 
 
 def new_empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

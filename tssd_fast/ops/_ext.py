@@ -40,7 +40,7 @@ def _jit_cpu():
           file=sys.stderr, flush=True)
     return cpp_extension.load(
         name="tssd_fast_cpu_jit",
-        sources=[str(src / "cpu" / "lif_cpu.cpp")],
+        sources=[str(src / "lif_op.cpp"), str(src / "cpu" / "lif_cpu.cpp")],
         extra_include_paths=[str(src)],
         extra_cflags=["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"],  # as setup.py
         extra_ldflags=["-fopenmp"],
@@ -60,19 +60,38 @@ def _cached(fn):
     return wrapper
 
 
+_loaded_modules = []
+
+
+def loaded_modules() -> list:
+    """The compiled modules loaded so far (each has set_poison)."""
+    return list(_loaded_modules)
+
+
+def _registered(module):
+    """A freshly loaded module has registered its part of the op: add the Python fakes and the
+    tests' poison setting."""
+    from . import _alloc, lif_op
+    lif_op.register_fakes()
+    module.set_poison(_alloc.poisoning())
+    _loaded_modules.append(module)
+    return module
+
+
 @_cached
 def cpu_module():
-    """The CPU kernel module, or None (reason in load_error('cpp'))."""
+    """The module with the op's schema, C++ autograd and CPU kernel (tssd_fast._C, or its JIT
+    build), or None (reason in load_error('cpp'))."""
     try:
         from tssd_fast import _C  # built by setup.py
-        return _C
+        return _registered(_C)
     except ImportError as e:
         first = f"prebuilt tssd_fast._C not importable ({e})"
     if os.environ.get("TSSD_FAST_NO_JIT", "0") == "1":
         _errors["cpp"] = first + "; JIT disabled by TSSD_FAST_NO_JIT=1"
         return None
     try:
-        return _jit_cpu()
+        return _registered(_jit_cpu())
     except Exception as e:  # compiler, ninja or sources missing: report, do not crash
         _errors["cpp"] = f"{first}; JIT build failed: {type(e).__name__}: {e}"
         warnings.warn(f"tssd_fast: the compiled CPU kernel is unavailable, using the "
@@ -83,10 +102,14 @@ def cpu_module():
 
 @_cached
 def cuda_module():
-    """The CUDA kernel module built by setup.py, or None (reason in load_error('cuda'))."""
+    """The CUDA kernel module built by setup.py (it registers the op's CUDA kernel; the schema
+    comes from cpu_module()), or None (reason in load_error('cuda'))."""
+    if cpu_module() is None:
+        _errors["cuda"] = f"the op's schema module is missing: {load_error('cpp')}"
+        return None
     try:
         from tssd_fast import _C_cuda
-        return _C_cuda
+        return _registered(_C_cuda)
     except ImportError as e:
         _errors["cuda"] = (f"tssd_fast._C_cuda not built ({e}); build it on a machine with "
                            f"nvcc and CUDA torch: {REINSTALL_HINT}")

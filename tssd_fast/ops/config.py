@@ -1,11 +1,28 @@
-"""The neuron configuration every launcher receives (scalars of shared NEURON.md)."""
+"""The neuron's configuration, one record for the op, the module, the benchmarks and the tests.
+
+`LIFConfig` holds the scalars of docs/NEURON.md; `op_args()` packs them the way the op's schema
+takes them (four floats and an int of flags, csrc/lif_host.h), so no caller re-derives a
+flag or a scalar. `memory_order` is the layout rule of the op (the same as memory_order in
+csrc/lif_host.h), used by the fake implementation and the Python-launcher op.
+"""
+import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Tuple
+
+import torch
+
+# Bits of the op's `flags` argument: the same numbers as csrc/lif_host.h.
+FLAG_HARD_RESET = 1
+FLAG_DECAY_INPUT = 2
+FLAG_DETACH_RESET = 4
+FLAG_STORE_V_SEQ = 8
+FLAG_SAVE = 16  # save H / window bits for backward (the C++ autograd formula sets it itself)
+SURROGATE_SHIFT = 5  # surrogate id (0 Rect, 1 Sigmoid, 2 ATan) in bits 5-6
 
 
 @dataclass(frozen=True)
 class LIFConfig:
-    """Scalars of one LIF op call. v_reset None means soft reset. surrogate_id: 0 Rect,
+    """Scalars of one LIF neuron. v_reset None means soft reset. surrogate_id: 0 Rect,
     1 Sigmoid, 2 ATan (tssd_fast.surrogate.SURROGATE_IDS)."""
 
     tau: float
@@ -26,6 +43,11 @@ class LIFConfig:
         return 0.0 if self.v_reset is None else float(self.v_reset)
 
     @property
+    def v_init(self) -> float:
+        """V[-1] of a fresh neuron: v_reset, or 0 for soft reset."""
+        return self.v_reset_value
+
+    @property
     def saves_window_bits(self) -> bool:
         """Rect + soft reset: backward needs only the window bit, not H."""
         return self.surrogate_id == 0 and not self.hard_reset
@@ -35,7 +57,66 @@ class LIFConfig:
         """Rect window half-width 0.5/alpha, in double (kernels round it once)."""
         return 0.5 / self.alpha
 
+    def flags(self, store_v_seq: bool = False, save: bool = False) -> int:
+        """The op's `flags` integer for this neuron and call."""
+        return ((FLAG_HARD_RESET if self.hard_reset else 0)
+                | (FLAG_DECAY_INPUT if self.decay_input else 0)
+                | (FLAG_DETACH_RESET if self.detach_reset else 0)
+                | (FLAG_STORE_V_SEQ if store_v_seq else 0)
+                | (FLAG_SAVE if save else 0)
+                | (int(self.surrogate_id) << SURROGATE_SHIFT))
+
+    def scalars(self) -> Tuple[float, float, float, float]:
+        """(tau, v_threshold, v_reset or 0, alpha): the op's float arguments after v_init."""
+        return (float(self.tau), float(self.v_threshold), self.v_reset_value, float(self.alpha))
+
+    def op_args(self, store_v_seq: bool = False, save: bool = False) -> tuple:
+        """(tau, v_threshold, v_reset, alpha, flags): lif_forward's arguments after v0, v_init."""
+        return self.scalars() + (self.flags(store_v_seq, save),)
+
+    @classmethod
+    def from_op_args(cls, tau: float, v_threshold: float, v_reset: float, alpha: float,
+                     flags: int) -> "LIFConfig":
+        """The inverse of op_args (store_v_seq / save are per call, not part of the neuron)."""
+        return cls(tau=tau, v_threshold=v_threshold,
+                   v_reset=v_reset if flags & FLAG_HARD_RESET else None,
+                   decay_input=bool(flags & FLAG_DECAY_INPUT),
+                   surrogate_id=(flags >> SURROGATE_SHIFT) & 3, alpha=alpha,
+                   detach_reset=bool(flags & FLAG_DETACH_RESET))
+
 
 def window_rows(T: int) -> int:
     """Rows of the packed window-bit tensor [ceil(T/8), N]: bit t%8 of row t//8."""
     return (T + 7) // 8
+
+
+def memory_order(x: torch.Tensor) -> List[int]:
+    """x's dims, time first, in the order of its memory (e.g. channels_last), or [] when x is
+    contiguous or has no dense time-outermost order (the op then runs on a contiguous copy).
+    Mirror of memory_order in csrc/lif_host.h."""
+    if x.dim() <= 2 or x.is_contiguous():
+        return []
+    order = [0] + sorted(range(1, x.dim()), key=lambda d: -x.stride(d))  # stable, as C++
+    return order if x.permute(order).is_contiguous() else []
+
+
+def inverse(order: List[int]) -> List[int]:
+    """The inverse permutation ([] stays [])."""
+    inv = [0] * len(order)
+    for i, d in enumerate(order):
+        inv[d] = i
+    return inv
+
+
+def tail_order(order: List[int]) -> List[int]:
+    """The permutation of the neuron dims: order without time, shifted down by one."""
+    return [d - 1 for d in order[1:]]
+
+
+def permuted(t: torch.Tensor, order: List[int]) -> torch.Tensor:
+    return t.permute(order) if order else t
+
+
+def flat_size(shape) -> int:
+    """N of a [T, *] shape: the product of the neuron dims."""
+    return math.prod(shape[1:])

@@ -1,134 +1,233 @@
-"""The fused multi-step LIF op, registered once with torch.library.
+"""The LIF op as Python sees it: fake implementations, the Python-launcher op, and `run`, the
+one function the module layer (LIFNode) and the functional form call.
 
-    tssd_fast::lif_forward   x [T, N], v0 [N] -> spikes, v_last, v_seq, h_saved, bits
-    tssd_fast::lif_backward  grads of (spikes, v_seq, v_last) + saved -> grad_x, grad_v0
+    tssd_fast::lif_forward / lif_backward        schema, autograd and the CPU / CUDA kernels in
+                                                 C++ (csrc/lif_op.cpp); fakes here
+    tssd_fast::lif_forward_py / lif_backward_py  the same contract plus a `backend` argument,
+                                                 for the Python launchers (triton, cupy), with
+                                                 torch.library's Python autograd
 
-One schema, a CPU and a CUDA implementation (each dispatching on `backend` to a launcher of
-tssd_fast.ops.registry), a fake implementation (shapes only, for torch.compile / FakeTensor),
-and an autograd formula that calls lif_backward. Outputs are allocated here (tssd_fast.ops._alloc),
-launchers only write them. Unused outputs are empty tensors: v_seq without store_v_seq,
-h_saved / bits when no backward is needed or the other one is saved (bits for Rect + soft reset:
-1 bit per neuron-step, H otherwise).
+Contract (both ops, csrc/lif_host.h): x [T, *] in any layout; v0 [*] or None (then every neuron
+starts at the scalar v_init); outputs spikes [T, *] (x's dtype), v_last [*], v_seq [T, *] or [0]
+(compute dtype), with x's memory order when time is its outermost dim; `saved` is H [T, N], the
+Rect window bits [ceil(T/8), N] uint8, or [0] when nothing is saved. Flags: ops.config.
 """
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
 from . import _alloc, registry
-from .config import LIFConfig, window_rows
-from .reference import compute_dtype
+from .backends import CPP_OP, REFERENCE
+from .config import (FLAG_SAVE, FLAG_STORE_V_SEQ, LIFConfig, inverse, memory_order, permuted,
+                     tail_order, window_rows)
+from .reference import compute_dtype, lif_multistep_ref
 
-Tensors5 = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def _cfg(tau, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha, detach_reset):
-    return LIFConfig(tau=tau, v_threshold=v_threshold, v_reset=v_reset if hard_reset else None,
-                     decay_input=decay_input, surrogate_id=surrogate, alpha=alpha,
-                     detach_reset=detach_reset)
+Tensors4 = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def _forward_specs(x, store_v_seq, save, cfg):
-    """(shape, dtype) of (spikes, v_last, v_seq, h_saved, bits); shape (0,) marks an unused
-    output. Shared by the real and the fake implementation."""
-    T, N = x.shape
+def check_state(v0: torch.Tensor, x: torch.Tensor) -> None:
+    """The state must fit the input: the same errors as the C++ op (csrc/lif_host.h)."""
+    if v0.shape != x.shape[1:]:
+        raise RuntimeError(
+            f"the neuron state has shape {list(v0.shape)} but the input needs "
+            f"{list(x.shape[1:])} (input {list(x.shape)}, [T, *]): call reset() on the neuron "
+            f"(or tssd_fast.reset_net(model)) before feeding a new shape")
+    if v0.device != x.device:
+        raise RuntimeError(f"the neuron state is on {v0.device} but the input is on {x.device}: "
+                           f"call reset() after moving the model")
+
+
+def _forward_outputs(x, flags, new_empty):
+    """(order, x in memory order, flat outputs, views of them in x's layout) with the shapes and
+    dtypes of csrc/lif_host.h; new_empty(shape, dtype) allocates. Shared by the fake and the
+    Python-launcher implementations."""
+    order = memory_order(x)
+    xp = permuted(x, order)
+    T, N = xp.shape[0], math.prod(xp.shape[1:])
     cdt = compute_dtype(x.dtype)
-    shapes = ((T, N), (N,), (T, N) if store_v_seq else (0,),
-              (T, N) if save and not cfg.saves_window_bits else (0,),
-              (window_rows(T), N) if save and cfg.saves_window_bits else (0,))
-    return list(zip(shapes, (x.dtype, cdt, cdt, cdt, torch.uint8)))
+    save = bool(flags & FLAG_SAVE)
+    bits = save and LIFConfig.from_op_args(1.0, 1.0, 0.0, 1.0, flags).saves_window_bits
+    flat = {"spikes": new_empty(xp.shape, x.dtype), "v_last": new_empty(xp.shape[1:], cdt),
+            "v_seq": new_empty(xp.shape, cdt) if flags & FLAG_STORE_V_SEQ else None,
+            "h": new_empty((T, N), cdt) if save and not bits else None,
+            "bits": new_empty((window_rows(T), N), torch.uint8) if bits else None}
+    inv = inverse(order)
+    tinv = inverse(tail_order(order)) if order else []
+    empty = x.new_empty((0,), dtype=cdt)
+    views = (permuted(flat["spikes"], inv), permuted(flat["v_last"], tinv),
+             empty if flat["v_seq"] is None else permuted(flat["v_seq"], inv),
+             flat["bits"] if bits else (flat["h"] if save else x.new_empty((0,), dtype=cdt)))
+    return order, xp, flat, views
 
 
-@torch.library.custom_op("tssd_fast::lif_forward", mutates_args=(), device_types=("cpu", "cuda"))
-def lif_forward(x: torch.Tensor, v0: torch.Tensor, tau: float, v_threshold: float,
-                v_reset: float, hard_reset: bool, decay_input: bool, surrogate: int,
-                alpha: float, detach_reset: bool, store_v_seq: bool, save: bool,
-                backend: str) -> Tensors5:
-    """Fused LIF forward over x [T, N] (contiguous) from v0 [N] (compute dtype)."""
-    cfg = _cfg(tau, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
-               detach_reset)
-    outs = [_alloc.new_empty(s, d, x.device) for s, d in _forward_specs(x, store_v_seq, save, cfg)]
-    spikes, v_last, v_seq, h_saved, bits = outs
-    if x.numel() == 0:
-        v_last.copy_(v0)
-    else:
-        registry.get_launcher(backend).forward(
-            x, v0, spikes, v_last, v_seq if v_seq.numel() else None,
-            h_saved if h_saved.numel() else None, bits if bits.numel() else None, cfg)
-    return spikes, v_last, v_seq, h_saved, bits
+def _fake_forward(x, v0, v_init, tau, v_threshold, v_reset, alpha, flags, backend=None):
+    return _forward_outputs(x, flags, lambda s, d: x.new_empty(s, dtype=d))[3]
 
 
-@lif_forward.register_fake
-def _(x, v0, tau, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
-      detach_reset, store_v_seq, save, backend):
-    cfg = _cfg(tau, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
-               detach_reset)
-    return tuple(x.new_empty(s, dtype=d) for s, d in _forward_specs(x, store_v_seq, save, cfg))
+def _fake_backward(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_reset, alpha,
+                   flags, order, backend=None):
+    order = list(order)
+    gp = permuted(grad_s, order)
+    inv = inverse(order)
+    tinv = inverse(tail_order(order)) if order else []
+    return (permuted(grad_s.new_empty(gp.shape), inv),
+            permuted(grad_s.new_empty(gp.shape[1:], dtype=compute_dtype(grad_s.dtype)), tinv))
 
 
-@torch.library.custom_op("tssd_fast::lif_backward", mutates_args=(),
+_fakes_registered = []
+
+
+def register_fakes() -> None:
+    """Register the fakes of the C++ op (called once the compiled module has defined it)."""
+    if not _fakes_registered and hasattr(torch.ops.tssd_fast, "lif_forward"):
+        torch.library.register_fake("tssd_fast::lif_forward")(_fake_forward)
+        torch.library.register_fake("tssd_fast::lif_backward")(_fake_backward)
+        _fakes_registered.append(True)
+
+
+# ------------------------------------------------------------------------------------------
+# The op for Python launchers (triton, cupy): the same contract, computed in Python.
+# ------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("tssd_fast::lif_forward_py", mutates_args=(),
                          device_types=("cpu", "cuda"))
-def lif_backward(grad_s: torch.Tensor, grad_v_seq: Optional[torch.Tensor],
-                 grad_v_last: Optional[torch.Tensor], h_saved: torch.Tensor,
-                 bits: torch.Tensor, tau: float, v_threshold: float, v_reset: float,
-                 hard_reset: bool, decay_input: bool, surrogate: int, alpha: float,
-                 detach_reset: bool, backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Fused LIF backward (BPTT over the whole sequence): returns (grad_x, grad_v0)."""
-    cfg = _cfg(tau, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
-               detach_reset)
-    T, N = grad_s.shape
-    cdt = compute_dtype(grad_s.dtype)
-    grad_x = _alloc.new_empty((T, N), grad_s.dtype, grad_s.device)
-    grad_v0 = _alloc.new_empty((N,), cdt, grad_s.device)
-    if grad_s.numel() == 0:
-        if grad_v_last is not None:
-            grad_v0.copy_(grad_v_last)
-        else:
-            grad_v0.zero_()
+def lif_forward_py(x: torch.Tensor, v0: Optional[torch.Tensor], v_init: float, tau: float,
+                   v_threshold: float, v_reset: float, alpha: float, flags: int,
+                   backend: str) -> Tensors4:
+    """lif_forward through the Python launcher of `backend` (see the module docstring)."""
+    if not x.is_floating_point():
+        raise TypeError(f"the LIF input must be floating point, got {x.dtype}")
+    order, xp, flat, views = _forward_outputs(
+        x, flags, lambda s, d: _alloc.new_empty(s, d, x.device))
+    xc = xp.contiguous()
+    T, N = xc.shape[0], math.prod(xc.shape[1:])
+    cdt = compute_dtype(x.dtype)
+    if v0 is None:
+        v0c = torch.full(xc.shape[1:], v_init, dtype=cdt, device=x.device)
     else:
-        registry.get_launcher(backend).backward(
-            grad_s.contiguous(),
-            None if grad_v_seq is None else grad_v_seq.contiguous(),
-            None if grad_v_last is None else grad_v_last.contiguous(),
-            h_saved if h_saved.numel() else None, bits if bits.numel() else None,
-            grad_x, grad_v0, cfg)
-    return grad_x, grad_v0
+        check_state(v0, x)
+        v0c = permuted(v0, tail_order(order)).to(cdt).contiguous()
+    if T == 0 or N == 0:
+        flat["v_last"].copy_(v0c)
+    else:
+        def flat2(t):
+            return None if t is None else t.view(-1, N)
+        registry.launcher(backend).forward(
+            xc.view(T, N), v0c.view(N), flat2(flat["spikes"]), flat["v_last"].view(N),
+            flat2(flat["v_seq"]), flat["h"], flat["bits"],
+            LIFConfig.from_op_args(tau, v_threshold, v_reset, alpha, flags))
+    return views
 
 
-@lif_backward.register_fake
-def _(grad_s, grad_v_seq, grad_v_last, h_saved, bits, tau, v_threshold, v_reset, hard_reset,
-      decay_input, surrogate, alpha, detach_reset, backend):
-    return grad_s.new_empty(grad_s.shape), grad_s.new_empty(
-        grad_s.shape[1:], dtype=compute_dtype(grad_s.dtype))
+lif_forward_py.register_fake(_fake_forward)
 
 
-_CFG_ARGS = ("tau", "v_threshold", "v_reset", "hard_reset", "decay_input", "surrogate",
-             "alpha", "detach_reset")
+@torch.library.custom_op("tssd_fast::lif_backward_py", mutates_args=(),
+                         device_types=("cpu", "cuda"))
+def lif_backward_py(grad_s: torch.Tensor, grad_v_seq: Optional[torch.Tensor],
+                    grad_v_last: Optional[torch.Tensor], saved: torch.Tensor, tau: float,
+                    v_threshold: float, v_reset: float, alpha: float, flags: int,
+                    order: List[int], backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """lif_backward through the Python launcher of `backend`."""
+    order = list(order)
+    torder = tail_order(order)
+    cdt = compute_dtype(grad_s.dtype)
+    gs = permuted(grad_s, order).contiguous()
+    T, N = gs.shape[0], math.prod(gs.shape[1:])
+    grad_x = _alloc.new_empty(gs.shape, gs.dtype, gs.device)
+    grad_v0 = _alloc.new_empty(gs.shape[1:], cdt, gs.device)
+    gvl = None if grad_v_last is None else permuted(grad_v_last, torder).to(cdt).contiguous()
+    if T == 0 or N == 0:
+        grad_v0.copy_(gvl) if gvl is not None else grad_v0.zero_()
+    else:
+        cfg = LIFConfig.from_op_args(tau, v_threshold, v_reset, alpha, flags)
+        gvs = None
+        if grad_v_seq is not None and grad_v_seq.numel():
+            gvs = permuted(grad_v_seq, order).to(cdt).contiguous().view(T, N)
+        bits = saved if cfg.saves_window_bits else None
+        registry.launcher(backend).backward(
+            gs.view(T, N), gvs, None if gvl is None else gvl.view(N),
+            None if bits is not None else saved.view(T, N), bits, grad_x.view(T, N),
+            grad_v0.view(N), cfg)
+    inv = inverse(order)
+    tinv = inverse(torder) if order else []
+    return permuted(grad_x, inv), permuted(grad_v0, tinv)
+
+
+lif_backward_py.register_fake(_fake_backward)
 
 
 def _setup_context(ctx, inputs, output):
-    x, v0, *scalars = inputs
-    ctx.cfg_args = tuple(scalars[:len(_CFG_ARGS)])
-    ctx.backend = scalars[-1]
-    ctx.x_meta = (x.shape, x.dtype, x.device)
-    _, _, _, h_saved, bits = output
-    ctx.save_for_backward(h_saved, bits)
+    x, _, _, tau, v_threshold, v_reset, alpha, flags, backend = inputs
+    ctx.args = (tau, v_threshold, v_reset, alpha, flags)
+    ctx.backend = backend
+    ctx.order = memory_order(x)
+    ctx.x_meta = (x.shape, x.dtype)
+    ctx.save_for_backward(output[3])
+    ctx.mark_non_differentiable(output[3])
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad_s, grad_v_last, grad_v_seq, _grad_h, _grad_bits):
-    h_saved, bits = ctx.saved_tensors
-    if h_saved.numel() == 0 and bits.numel() == 0 and math.prod(ctx.x_meta[0]) > 0:
-        raise RuntimeError("tssd_fast::lif_forward ran without saving for backward (save=False) "
-                           "but a gradient was requested; call it with save=True")
+def _backward(ctx, grad_s, grad_v_last, grad_v_seq, _grad_saved):
+    (saved,) = ctx.saved_tensors
+    shape, dtype = ctx.x_meta
+    if saved.numel() == 0 and math.prod(shape) > 0:
+        raise RuntimeError("tssd_fast::lif_forward_py ran without the save flag but a gradient "
+                           "was requested: set FLAG_SAVE when a graph is recorded")
     if grad_s is None:  # only v_last / v_seq were used downstream
-        shape, dtype, device = ctx.x_meta
-        grad_s = torch.zeros(shape, dtype=dtype, device=device)
-    if grad_v_seq is not None and grad_v_seq.numel() == 0:
-        grad_v_seq = None
-    grad_x, grad_v0 = lif_backward(grad_s, grad_v_seq, grad_v_last, h_saved, bits,
-                                   *ctx.cfg_args, ctx.backend)
-    return (grad_x, grad_v0) + (None,) * 11
+        like = grad_v_last if grad_v_last is not None else grad_v_seq
+        grad_s = torch.zeros(shape, dtype=dtype, device=like.device)
+    grad_x, grad_v0 = lif_backward_py(grad_s, grad_v_seq, grad_v_last, saved, *ctx.args,
+                                      ctx.order, ctx.backend)
+    return (grad_x, grad_v0) + (None,) * 7
 
 
-lif_forward.register_autograd(_backward, setup_context=_setup_context)
+lif_forward_py.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------------------------------
+# The one entry point of the module layer.
+# ------------------------------------------------------------------------------------------
+
+def run(backend: str, cfg: LIFConfig, op_args: tuple, x: torch.Tensor, v, store_v_seq: bool,
+        surrogate_function=None):
+    """Run the neuron over x [T, *] from the state v (a float v_init or a tensor [*]) on the
+    resolved `backend`. op_args: cfg.op_args(store_v_seq). Returns (spikes, v_last, v_seq or
+    None); voltages in the compute dtype."""
+    if isinstance(v, torch.Tensor):
+        v0, v_init = v, 0.0
+    else:
+        v0, v_init = None, float(v)
+    kind = registry.info(backend).kind
+    if kind == CPP_OP:
+        spikes, v_last, v_seq, _ = torch.ops.tssd_fast.lif_forward.default(x, v0, v_init,
+                                                                           *op_args)
+    elif kind == REFERENCE:
+        cdt = compute_dtype(x.dtype)
+        if v0 is None:
+            v0 = torch.full(x.shape[1:], v_init, dtype=cdt, device=x.device)
+        else:
+            check_state(v0, x)
+        return lif_multistep_ref(x, v0, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_reset,
+                                 surrogate_function, cfg.detach_reset, store_v_seq)
+    else:
+        args = op_args
+        if torch.is_grad_enabled() and (x.requires_grad or (v0 is not None and v0.requires_grad)):
+            args = op_args[:-1] + (op_args[-1] | FLAG_SAVE,)
+        spikes, v_last, v_seq, _ = torch.ops.tssd_fast.lif_forward_py.default(
+            x, v0, v_init, *args, backend)
+    return spikes, v_last, (v_seq if store_v_seq else None)
+
+
+def op_overloads(backend: str):
+    """(forward op, backward op, trailing args) through which `backend` runs: the C++ op for
+    'cpp' / 'cuda', the Python-launcher op (whose last argument is the backend) for 'triton' /
+    'cupy'. For tests, benchmarks and direct calls; LIFNode and lif_multistep use run()."""
+    if registry.info(backend).kind == CPP_OP:
+        registry.runs_on(backend, "cuda" if backend == "cuda" else "cpu")  # loads the module
+        return torch.ops.tssd_fast.lif_forward.default, torch.ops.tssd_fast.lif_backward.default, ()
+    if registry.info(backend).kind == REFERENCE:
+        raise ValueError("the 'torch' backend is not an op: call tssd_fast.lif_multistep")
+    return (torch.ops.tssd_fast.lif_forward_py.default,
+            torch.ops.tssd_fast.lif_backward_py.default, (backend,))

@@ -1,129 +1,94 @@
-"""The backend registry: which implementations of the LIF op exist, where they run, and
-which one 'auto' picks.
+"""The backend registry, the public way to ask which implementations of the LIF op exist:
 
-'torch' is the pure-PyTorch reference (tssd_fast.ops.reference). Every other backend is a
-*launcher* of the one registered op (tssd_fast.ops.lif_op): an object with
-    forward(x, v0, spikes, v_last, v_seq, h_saved, bits, cfg)
-    backward(grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0, cfg)
-that writes into tensors the op allocated (None for an output not needed).
+    backends(device)      the backends that work for tensors on `device`, in 'auto' order
+    info(name)            the Backend record (tssd_fast.ops.backends): summary, kind, dtypes,
+                          devices
+    why_unavailable(name) '' when the backend works here, else the reason and the fix
+    resolve_backend(name, device, dtype)   what a call with backend=name runs
 
-'auto' picks the first available backend of AUTO_ORDER for the input's device; the
-environment variable TSSD_FAST_BACKEND overrides it (for every LIFNode with backend='auto').
+Each backend describes itself in its own module under tssd_fast.ops.backends. 'auto' picks the
+first available backend of AUTO_ORDER for the input's device; the environment variable
+TSSD_FAST_BACKEND overrides it (for every LIFNode with backend='auto').
 """
-import importlib
 import os
-from dataclasses import dataclass
-from typing import Callable, List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
-from . import _ext
+from .backends import PY_LAUNCHER, Backend
+from .backends import cpp as _cpp
+from .backends import cuda as _cuda
+from .backends import cupy as _cupy
+from .backends import reference as _reference
+from .backends import triton as _triton
 
 ENV_BACKEND = "TSSD_FAST_BACKEND"
-BACKENDS = ("torch", "cpp", "cuda", "triton", "cupy")
+_ALL: Dict[str, Backend] = {b.name: b for b in (_reference.BACKEND, _cpp.BACKEND, _cuda.BACKEND,
+                                                _triton.BACKEND, _cupy.BACKEND)}
+BACKENDS: Tuple[str, ...] = tuple(_ALL)
 AUTO_ORDER = {"cpu": ("cpp", "triton", "torch"), "cuda": ("cuda", "triton", "cupy", "torch")}
-_ALL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# name -> (launcher or True, reason), loaded once. A plain dict: torch.compile traces the lookup
+# as a constant.
+_loaded: Dict[str, tuple] = {}
 
 
-class _ExtLauncher:
-    """Adapter from the launcher protocol to a compiled module (CPU or CUDA extension)."""
-
-    def __init__(self, module):
-        self.module = module
-
-    def forward(self, x, v0, spikes, v_last, v_seq, h_saved, bits, cfg):
-        self.module.lif_forward(x, v0, spikes, v_last, v_seq, h_saved, bits, cfg.tau,
-                                cfg.v_threshold, cfg.v_reset_value, cfg.hard_reset,
-                                cfg.decay_input, cfg.alpha, cfg.detach_reset)
-
-    def backward(self, grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0, cfg):
-        self.module.lif_backward(grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x,
-                                 grad_v0, cfg.tau, cfg.v_threshold, cfg.v_reset_value,
-                                 cfg.hard_reset, cfg.decay_input, cfg.surrogate_id, cfg.alpha,
-                                 cfg.detach_reset)
+def info(name: str) -> Backend:
+    """The Backend record of `name` (ValueError for an unknown name)."""
+    check_backend_name(name)
+    if name == "auto":
+        raise ValueError("'auto' is not a backend but a choice among them: see backends(device)")
+    return _ALL[name]
 
 
-def _python_launcher(module_name: str, backend: str):
-    """Import tssd_fast.ops.<module_name>; its `launcher()` returns the launcher or None and
-    its `unavailable_reason()` says why not."""
-    try:
-        mod = importlib.import_module(f"tssd_fast.ops.{module_name}")
-    except Exception as e:  # noqa: BLE001 - an optional backend must never break import
-        _reasons[backend] = f"tssd_fast.ops.{module_name} failed to import: {e}"
-        return None
-    launcher = mod.launcher()
-    if launcher is None:
-        _reasons[backend] = mod.unavailable_reason()
-    return launcher
+def _load(name: str) -> tuple:
+    if name not in _loaded:
+        _loaded[name] = _ALL[name].load()
+    return _loaded[name]
 
 
-_reasons = {}
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    """One backend: where it runs, in which storage dtypes, and how to get its launcher."""
-
-    name: str
-    devices: Callable[[], Tuple[str, ...]]
-    dtypes: Tuple[torch.dtype, ...]
-    load: Callable[[], object]
-
-
-def _triton_devices():
-    # Under TRITON_INTERPRET=1, Triton kernels run on CPU tensors (slow; for tests).
-    return ("cuda", "cpu") if os.environ.get("TRITON_INTERPRET", "0") == "1" else ("cuda",)
-
-
-_INFO = {
-    "torch": BackendInfo("torch", lambda: ("cpu", "cuda"), _ALL_FLOATS, lambda: None),
-    "cpp": BackendInfo("cpp", lambda: ("cpu",), _ALL_FLOATS,
-                       lambda: _ExtLauncher(m) if (m := _ext.cpu_module()) else None),
-    "cuda": BackendInfo("cuda", lambda: ("cuda",), _ALL_FLOATS,
-                        lambda: _ExtLauncher(m) if (m := _ext.cuda_module()) else None),
-    "triton": BackendInfo("triton", _triton_devices, _ALL_FLOATS,
-                          lambda: _python_launcher("triton_lif", "triton")),
-    "cupy": BackendInfo("cupy", lambda: ("cuda",), _ALL_FLOATS,
-                        lambda: _python_launcher("cupy_lif", "cupy")),
-}
-
-
-_launchers = {}
-
-
-def get_launcher(name: str):
-    """The launcher of a fused backend (loaded once), or None when it cannot be loaded."""
-    # A plain dict, not functools.lru_cache: torch.compile traces this lookup as a constant.
-    if name not in _launchers:
-        _launchers[name] = _INFO[name].load()
-    return _launchers[name]
-
-
-def unavailable_reason(name: str) -> str:
-    """Why backend `name` is unavailable (empty when it is available or not tried)."""
-    return _reasons.get(name) or _ext.load_error(name)
+def launcher(name: str):
+    """The Python launcher of a PY_LAUNCHER backend (triton, cupy), or None when unavailable."""
+    got = _load(name)[0]
+    return got if _ALL[name].kind == PY_LAUNCHER else None
 
 
 def _device_type(device) -> str:
-    return torch.device(device).type
+    return device if isinstance(device, str) and ":" not in device else torch.device(device).type
 
 
-def backend_runs_on(name: str, device) -> bool:
+def runs_on(name: str, device) -> bool:
     """Whether backend `name` can run on tensors of `device` on this install, right now."""
     dev = _device_type(device)
-    if dev not in _INFO[name].devices():
+    if dev not in _ALL[name].devices():
         return False
     if dev == "cuda" and not torch.cuda.is_available():
         return False
-    return name == "torch" or get_launcher(name) is not None
+    return _load(name)[0] is not None
 
 
-def available_backends(device="cpu") -> List[str]:
+def why_unavailable(name: str, device=None) -> str:
+    """'' when backend `name` works here (on `device`, when given); else why not, and what to
+    do about it."""
+    b = info(name)
+    if device is not None:
+        dev = _device_type(device)
+        if dev not in b.devices():
+            return f"backend {name!r} runs on {', '.join(b.devices())} tensors, not {dev}"
+        if dev == "cuda" and not torch.cuda.is_available():
+            return "torch sees no CUDA device"
+    got, reason = _load(name)
+    return "" if got is not None else (reason or "not available on this machine")
+
+
+def backends(device="cpu") -> List[str]:
     """The backends that really work for tensors on `device` (loads them to find out),
     fastest-first in the order 'auto' tries them, 'torch' last."""
     dev = _device_type(device)
-    order = AUTO_ORDER.get(dev, ("torch",))
-    return [b for b in order if backend_runs_on(b, dev)]
+    return [b for b in AUTO_ORDER.get(dev, ("torch",)) if runs_on(b, dev)]
+
+
+available_backends = backends  # the name exported as tssd_fast.available_backends
 
 
 def check_backend_name(name: str) -> str:
@@ -133,35 +98,39 @@ def check_backend_name(name: str) -> str:
     return name
 
 
-def resolve_backend(name: str, device, dtype: torch.dtype,
-                    fused_ok: bool = True) -> str:
+def resolve_backend(name: str, device, dtype: torch.dtype, fused_ok: bool = True) -> str:
     """The backend that will run an op call: 'auto' (or the TSSD_FAST_BACKEND override) becomes
     the first available backend for the device and dtype. A named backend that cannot run there
     raises RuntimeError saying what to use instead. fused_ok=False (a surrogate only the torch
     reference implements) makes 'auto' choose 'torch'."""
     check_backend_name(name)
     dev = _device_type(device)
+    source = f"backend={name!r}"
     if name == "auto":
         env = os.environ.get(ENV_BACKEND, "auto")
         if env != "auto":
-            check_backend_name(env)
-            name = env
+            if env not in BACKENDS:
+                raise ValueError(f"unknown backend {env!r} in the environment variable "
+                                 f"{ENV_BACKEND}: set it to 'auto' or one of {BACKENDS}, or "
+                                 f"unset it")
+            name, source = env, f"the environment variable {ENV_BACKEND}={env!r}"
     if name == "auto":
         if not fused_ok:
             return "torch"
         for b in AUTO_ORDER.get(dev, ("torch",)):
-            if dtype in _INFO[b].dtypes and backend_runs_on(b, dev):
+            if dtype in _ALL[b].dtypes and runs_on(b, dev):
                 return b
         return "torch"
-    if dev not in _INFO[name].devices():
+    fix = (f"unset {ENV_BACKEND} or set it to one of {backends(dev)}" if name != "auto"
+           and source.startswith("the environment") else
+           f"use backend='auto' or one of {backends(dev)}")
+    if dev not in _ALL[name].devices():
         raise RuntimeError(
-            f"tssd_fast backend {name!r} cannot run on {dev} tensors (it runs on "
-            f"{', '.join(_INFO[name].devices())}); use backend='auto' or one of "
-            f"{available_backends(dev)}")
-    if dtype not in _INFO[name].dtypes:
+            f"tssd_fast backend {name!r} (from {source}) cannot run on {dev} tensors (it runs "
+            f"on {', '.join(_ALL[name].devices())}): {fix}")
+    if dtype not in _ALL[name].dtypes:
         raise TypeError(f"tssd_fast backend {name!r} does not support {dtype}")
-    if not backend_runs_on(name, dev):
-        reason = unavailable_reason(name) or "not available on this machine"
-        raise RuntimeError(f"tssd_fast backend {name!r} is unavailable: {reason}. "
-                           f"Available for {dev}: {available_backends(dev)}")
+    if not runs_on(name, dev):
+        raise RuntimeError(f"tssd_fast backend {name!r} (from {source}) is unavailable: "
+                           f"{why_unavailable(name)}. {fix[0].upper() + fix[1:]}")
     return name
