@@ -77,9 +77,9 @@ phase_build() {
   # the installed package, imported from outside the checkout
   cd "$WORK" && "$PY" - <<'EOF'
 import tssd_fast, torch
-from tssd_fast.ops import registry, _ext
+from tssd_fast.ops import registry, kernel_sources
 print("tssd_fast from", tssd_fast.__file__)
-print("csrc:", _ext.csrc_dir())
+print("csrc:", kernel_sources())
 for b in ("cpp", "cuda", "triton", "cupy"):
     dev = "cpu" if b == "cpp" else "cuda"
     ok = registry.runs_on(b, dev)

@@ -3,14 +3,14 @@ kernel forgets to write cannot pass; the tests' float64 oracle lives in _referen
 import pytest
 import torch
 
-from tssd_fast.ops import _alloc
+from tssd_fast.ops import poison_outputs
 
 
 @pytest.fixture(autouse=True)
 def _poison_fresh_outputs():
-    _alloc.poison(True)
+    poison_outputs(True)
     yield
-    _alloc.poison(False)
+    poison_outputs(False)
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +30,7 @@ def one_thread():
 
 def pytest_report_header(config):
     import tssd_fast
-    from tssd_fast.ops import _ext
-    cpu = _ext.cpu_module()
-    origin = "none" if cpu is None else ("prebuilt" if cpu.__name__ == "tssd_fast._C" else "JIT")
+    from tssd_fast.ops import kernel_origin
+    origin = kernel_origin()
     return (f"tssd_fast {tssd_fast.__version__} from {tssd_fast.__file__}; CPU kernel: {origin}; "
             f"backends cpu={tssd_fast.available_backends('cpu')}")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tssd_fast.ops import _ext, cupy_lif
+from tssd_fast.ops import cupy_lif, kernel_sources
 from tssd_fast.ops.config import LIFConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def test_source_is_self_contained():
     # the preamble comes before the kernels that use it
     assert src.index("#define LIF_NVRTC_ENTRY_POINTS") < src.index("lif_forward_body")
     # the shipped header is the one used: the text of lif_step.h appears verbatim
-    step = (_ext.csrc_dir() / "lif_step.h").read_text()
+    step = (kernel_sources() / "lif_step.h").read_text()
     assert "LIF_HD acc_t lif_charge" in step and "LIF_HD acc_t lif_charge" in src
 
 

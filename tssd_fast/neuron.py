@@ -11,7 +11,7 @@ from torch import nn
 
 from . import surrogate as _surrogate
 from .functional import check_fused_surrogate, check_neuron_args, neuron_config
-from .ops import _ext, lif_op, registry
+from .ops import lif_op, registry
 from .ops.backends import CPP_OP
 
 # Attributes that define the neuron: setting one re-validates and rebuilds the cached call plan.
@@ -134,7 +134,7 @@ class LIFNode(nn.Module):
         if plan is None:
             plan = self._plan(x_seq, key)
         if plan[1] is CPP_OP:  # the fast path: straight into the C++ op
-            fwd = _op_forward if _is_compiling() else _fast_forward
+            fwd = lif_op.traced_forward if _is_compiling() else lif_op.eager_forward
             v = self.v
             if isinstance(v, torch.Tensor):
                 out = fwd(x_seq, v, 0.0, *self._op_args)
@@ -184,21 +184,6 @@ class LIFNode(nn.Module):
 
 
 _is_compiling = torch.compiler.is_compiling
-
-
-def _op_forward(*args):
-    """tssd_fast::lif_forward as torch.compile traces it (bound on first use: the op exists once
-    the compiled module is loaded, which resolving a 'cpp' / 'cuda' backend does)."""
-    global _op_forward
-    _op_forward = torch.ops.tssd_fast.lif_forward.default
-    return _op_forward(*args)
-
-
-def _fast_forward(*args):
-    """The same op entered from C++ (tssd_fast._C.lif_forward): eager calls, ~1 us cheaper."""
-    global _fast_forward
-    _fast_forward = _ext.cpu_module().lif_forward
-    return _fast_forward(*args)
 
 
 def reset_net(net: nn.Module) -> None:

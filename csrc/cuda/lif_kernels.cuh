@@ -9,7 +9,8 @@
 // library): fp16 / bf16 are raw 16-bit storage types converted to fp32 with PTX / bit ops.
 //
 // Design (memory-bound): one thread owns VEC consecutive neurons and walks the time axis, so
-// every row access is a coalesced VEC-wide vector load/store (16 bytes for fp32 and VEC=4); the
+// every row access is a coalesced VEC-wide vector load/store (16 bytes: VEC=4 for fp32, VEC=8 for
+// fp16/bf16 in the nvcc build; the NVRTC build stops at VEC=4); the
 // next step's inputs are loaded before the current step is computed (one step in flight ahead).
 // Bytes moved per neuron-step are exactly the op's inputs and outputs, each touched once:
 //   forward : x + spikes (2 x storage) [+ H (acc) | + 1/8 byte of window bits] [+ V (acc)]
@@ -92,18 +93,26 @@ __device__ __forceinline__ void lif_vstore(T* p, const Vec<T, VEC>& v) {
   *reinterpret_cast<Vec<T, VEC>*>(p) = v;
 }
 
-// Forward over x [T, N] (row t at x + t*N). Thread i owns neurons [i*VEC, i*VEC + VEC);
+// Forward over x [T, N] (row t at x + t*N), from v0 [N], or from the scalar v_init when v0 is
+// null (no tensor for a fresh neuron's state). Thread i owns neurons [i*VEC, i*VEC + VEC);
 // N % VEC == 0 and every pointer is aligned to VEC elements (the launchers check it).
+// Reads x (+ v0); writes spikes and v_last, + H (kSaveH) or the bits (kSaveBits), + V (STORE_V).
 // S: storage type, A: compute type. Writes spikes [T, N], v_last [N], and per the flags H [T, N],
 // the window bits [ceil(T/8), N] (bit t%8 of row t/8) and V [T, N].
 template <typename S, typename A, int VEC, int SAVE, bool STORE_V>
 __device__ __forceinline__ void lif_forward_body(
-    const S* __restrict__ x, const A* __restrict__ v0, S* __restrict__ spikes,
+    const S* __restrict__ x, const A* __restrict__ v0, A v_init, S* __restrict__ spikes,
     A* __restrict__ v_last, A* __restrict__ v_seq, A* __restrict__ h_saved,
     lif_u8* __restrict__ bits, lif_i64 T, lif_i64 N, const LIFParams<A>& p) {
   const lif_i64 n = (static_cast<lif_i64>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC;
   if (n >= N) return;
-  Vec<A, VEC> v = lif_vload<A, VEC>(v0 + n);
+  Vec<A, VEC> v;
+  if (v0 != nullptr) {
+    v = lif_vload<A, VEC>(v0 + n);
+  } else {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) v.v[j] = v_init;
+  }
   Vec<lif_u8, VEC> m;
 #pragma unroll
   for (int j = 0; j < VEC; ++j) m.v[j] = 0;
@@ -140,6 +149,7 @@ __device__ __forceinline__ void lif_forward_body(
 // Backward (BPTT) over grad_s [T, N], from t = T-1 down to 0. BITS: the Rect + soft reset case,
 // reading the window bits instead of H (sg = alpha * bit). grad_v_seq [T, N] and grad_v_last [N]
 // may be null (no gradient). Writes grad_x [T, N] and grad_v0 [N]. Same layout rules as forward.
+// Reads grad_s and H (or the bits) (+ grad_v_seq, grad_v_last); writes grad_x and grad_v0.
 template <typename S, typename A, int VEC, int SURR, bool BITS>
 __device__ __forceinline__ void lif_backward_body(
     const S* __restrict__ grad_s, const A* __restrict__ grad_v_seq,
@@ -247,7 +257,7 @@ __device__ __forceinline__ LIFParams<LIF_ACC_T> lif_nvrtc_params(
     const tssd_fast::LIFParams<LIF_ACC_T> p = tssd_fast::cuda::lif_nvrtc_params(             \
         tau, v_threshold, v_reset, alpha, half_width, atan_scale);                             \
     tssd_fast::cuda::lif_forward_body<LIF_STORAGE_T, LIF_ACC_T, VEC, SAVE, (STORE_V != 0)>(   \
-        x, v0, spikes, v_last, v_seq, h_saved, bits, T, N, p);                                 \
+        x, v0, LIF_ACC_T(0), spikes, v_last, v_seq, h_saved, bits, T, N, p);                   \
   }
 
 #define LIF_NVRTC_BWD(VEC, BITS)                                                               \
