@@ -141,11 +141,17 @@ def resolve_backend(name: str, device, dtype: torch.dtype,
     reference implements) makes 'auto' choose 'torch'."""
     check_backend_name(name)
     dev = _device_type(device)
+    # what the user should change: the argument, or the environment variable that overrode 'auto'
+    fix = "use backend='auto' or one of"
     if name == "auto":
         env = os.environ.get(ENV_BACKEND, "auto")
         if env != "auto":
-            check_backend_name(env)
+            try:
+                check_backend_name(env)
+            except ValueError as e:
+                raise ValueError(f"{ENV_BACKEND}={env}: {e}") from None
             name = env
+            fix = f"{ENV_BACKEND}={env} (environment) overrides backend='auto': unset it or set it to one of"
     if name == "auto":
         if not fused_ok:
             return "torch"
@@ -156,12 +162,12 @@ def resolve_backend(name: str, device, dtype: torch.dtype,
     if dev not in _INFO[name].devices():
         raise RuntimeError(
             f"tssd_fast backend {name!r} cannot run on {dev} tensors (it runs on "
-            f"{', '.join(_INFO[name].devices())}); use backend='auto' or one of "
-            f"{available_backends(dev)}")
+            f"{', '.join(_INFO[name].devices())}); {fix} {available_backends(dev)}")
     if dtype not in _INFO[name].dtypes:
         raise TypeError(f"tssd_fast backend {name!r} does not support {dtype}")
     if not backend_runs_on(name, dev):
         reason = unavailable_reason(name) or "not available on this machine"
-        raise RuntimeError(f"tssd_fast backend {name!r} is unavailable: {reason}. "
-                           f"Available for {dev}: {available_backends(dev)}")
+        todo = (f"{fix} {available_backends(dev)}" if fix.startswith(ENV_BACKEND)
+                else f"Available for {dev}: {available_backends(dev)}")
+        raise RuntimeError(f"tssd_fast backend {name!r} is unavailable: {reason}. {todo}")
     return name
