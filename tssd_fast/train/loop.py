@@ -500,7 +500,8 @@ def check_backend(cfg: TrainConfig, device: torch.device) -> None:
 def schedule_text(cfg: TrainConfig) -> str:
     """The learning-rate schedule in words, for the run's first log line."""
     if cfg.scheduler == "step":
-        return f"lr {cfg.lr:g} x{cfg.lr_gamma:g} every {cfg.lr_step} epochs"
+        every = "every epoch" if cfg.lr_step == 1 else f"every {cfg.lr_step} epochs"
+        return f"lr {cfg.lr:g} x{cfg.lr_gamma:g} {every}"
     if cfg.scheduler == "cosine":
         return f"lr {cfg.lr:g} cosine over {cfg.schedule_epochs or cfg.epochs} epochs"
     return f"lr {cfg.lr:g} constant"
