@@ -90,19 +90,25 @@ def _installed_prebuilt():
     it was built from exactly the sources here (its shipped _csrc/ equals this csrc/): a kernel
     from other sources could take other arguments.
     """
-    try:
-        dist = importlib.metadata.distribution("tssd_fast")
-        files = dist.files or []
-    except Exception:  # noqa: BLE001 - no installed distribution (or unreadable metadata)
-        return None
     here = Path(__file__).resolve().parent.parent
-    lib = next((f for f in files if len(f.parts) == 2 and f.parts[0] == "tssd_fast"
-                and f.name.startswith("_C.") and any(f.name.endswith(s) for s in EXTENSION_SUFFIXES)), None)
-    if lib is None:
+    path = None
+    try:
+        # every copy of the metadata: the checkout's own tssd_fast.egg-info (left by the build)
+        # comes first on sys.path and lists no compiled files
+        for dist in importlib.metadata.distributions(name="tssd_fast"):
+            for f in dist.files or []:
+                if (len(f.parts) == 2 and f.parts[0] == "tssd_fast" and f.name.startswith("_C.")
+                        and any(f.name.endswith(s) for s in EXTENSION_SUFFIXES)):
+                    cand = Path(dist.locate_file(f)).resolve()
+                    if cand.parent != here and cand.is_file():  # not this package (plain import)
+                        path = cand
+                        break
+            if path is not None:
+                break
+    except Exception:  # noqa: BLE001 - unreadable metadata: no installed kernel to reuse
         return None
-    path = Path(dist.locate_file(lib)).resolve()
-    if path.parent == here or not path.is_file():
-        return None  # that is this package (handled by the plain import)
+    if path is None:
+        return None
 
     def tree(root: Path):
         return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
