@@ -32,9 +32,10 @@ SYN = ["--dataset", "synthetic", "--data-opt", "num_samples=48", "--data-opt", "
 pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny
 
 
-def cli(args, cwd, timeout=240, module="tssd_fast.train"):
+def cli(args, cwd, timeout=240, module="tssd_fast.train", env=None):
     """``python -m <module> args`` in a subprocess importing the same tssd_fast as the tests."""
-    env = dict(os.environ, PYTHONPATH=PKG_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=PKG_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
+               **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -74,7 +75,8 @@ def test_cifar10_pickles_train_resume_and_log_through_the_cli(tmp_path):
     out = tmp_path / "run"
     args = ["--dataset", "cifar10", "--data-dir", tmp_path / "data", "--preset", "cpu-tiny", "--batch-size", 8,
             "--device", "cpu", "--T-eval", 2, 1]
-    r = cli(args + ["--epochs", 1, "--out-dir", out], tmp_path)
+    # tqdm draws a frame only every 0.1 s: a fast 3-step epoch may never show one with numbers
+    r = cli(args + ["--epochs", 1, "--out-dir", out], tmp_path, env={"TQDM_MININTERVAL": "0"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "summary:" in r.stdout and "best test_acc" in r.stdout
     assert "img_s=" in r.stderr and "loss=" in r.stderr  # the tqdm bar with loss and throughput

@@ -302,9 +302,10 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v.detach().double() * B
             if bar is not None:
                 elapsed = time.perf_counter() - start
-                bar.update(1)
+                # postfix first: whichever update tqdm chooses to draw shows this step's numbers
                 bar.set_postfix(loss=f"{totals[0].item() / totals[1].item():.4f}",
                                 img_s=f"{totals[1].item() / max(elapsed, 1e-9):.0f}", refresh=False)
+                bar.update(1)
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - start
