@@ -181,7 +181,8 @@ def _sj_modules():
         from spikingjelly.activation_based import neuron as sjn
         from spikingjelly.activation_based import surrogate as sjs
     except Exception as e:  # noqa: BLE001 - absent, or broken by a missing dependency
-        raise Skip(f"spikingjelly not importable ({type(e).__name__}: {e})") from None
+        raise Skip(f"spikingjelly not importable ({type(e).__name__}: {e}); "
+                   f"bash scripts/install_compare.sh sets it up") from None
     return sjn, sjs
 
 

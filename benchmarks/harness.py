@@ -41,6 +41,9 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Where a run's rows go by default: untracked (gitignored), so running a benchmark never leaves
+# the checkout modified. The committed result files in RESULTS_DIR are written with --csv.
+LOCAL_RESULTS_DIR = RESULTS_DIR / "local"
 
 
 # ----------------------------------------------------------------------------------- timing

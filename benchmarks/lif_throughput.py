@@ -24,8 +24,10 @@ torch.compile providers ('torch-compile', 'sj-inductor') compile once per shape 
 compile time is the '1st call' column. On CPU they are off by default (tens of seconds per
 shape on a small CPU; --compile turns them on); on GPU they run within --compile-budget.
 
-Results: a table on stdout, rows appended to benchmarks/results/lif_throughput.csv (--csv,
---no-csv), --json PATH, --plot PATH (PNG; needs matplotlib).
+Results: a table on stdout, rows appended to benchmarks/results/local/lif_throughput.csv
+(untracked, so a run leaves the checkout clean; --csv PATH appends elsewhere, e.g. to the
+committed benchmarks/results/lif_throughput.csv; --no-csv), --json PATH, --plot PATH (PNG;
+needs matplotlib).
 """
 import argparse
 import dataclasses
@@ -66,7 +68,7 @@ CSV_FIELDS = ["timestamp", "device", "device_name", "commit", "torch", "triton",
               "tssd_fast", "loadavg_1min", "neuron", "provider", "mode", "T", "N", "dtype", "median_ms", "p20_ms",
               "p80_ms", "reps", "bytes", "GBps", "pct_copy_bw", "copy_GBps", "speedup",
               "saved_bytes", "peak_bytes", "first_call_s", "status"]
-DEFAULT_CSV = harness.RESULTS_DIR / "lif_throughput.csv"
+DEFAULT_CSV = harness.LOCAL_RESULTS_DIR / "lif_throughput.csv"  # untracked; see harness
 
 
 # ---------------------------------------------------------------------------------- inputs

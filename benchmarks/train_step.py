@@ -40,8 +40,10 @@ SpikingJelly 2.x has no fused kernel for the paper's Rect surrogate: with the de
 (Sigmoid, hard reset) is the comparison with its fused CUDA / Triton kernels (sj-cuda,
 sj-triton); with bf16 it keeps V in bf16, so its first-step loss 'differs' there.
 
-Results: a table on stdout, rows appended to benchmarks/results/train_step.csv after each
-group (--csv, --no-csv), --json PATH, --plot PATH (PNG; needs matplotlib). The GPU default is
+Results: a table on stdout, rows appended to benchmarks/results/local/train_step.csv after each
+group (untracked, so a run leaves the checkout clean; --csv PATH appends elsewhere, e.g. to the
+committed benchmarks/results/train_step.csv; --no-csv), --json PATH, --plot PATH (PNG; needs
+matplotlib). The GPU default is
 48 groups (2 networks x 2 inputs x 2 precisions x 2 layouts x 3 methods) of about 6 neurons,
 dominated by VGG-9 on 128x128 frames (~55 GiB saved for backward by the reference neuron at
 batch 64): expect several minutes; split it (--input cifar, then --input dvs) or cap it
@@ -114,7 +116,7 @@ CSV_FIELDS = ["timestamp", "device", "device_name", "commit", "torch", "triton",
               "median_ms", "p20_ms", "p80_ms", "reps", "img_per_s", "img_per_s_p20",
               "img_per_s_p80", "speedup", "speedup_vs_fp32", "neuron_share", "standin_ms",
               "saved_bytes", "peak_bytes", "loss0", "loss0_ref", "first_call_s", "status"]
-DEFAULT_CSV = harness.RESULTS_DIR / "train_step.csv"
+DEFAULT_CSV = harness.LOCAL_RESULTS_DIR / "train_step.csv"  # untracked; see harness
 
 
 # ------------------------------------------------------------------------------------ points

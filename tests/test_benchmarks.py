@@ -256,3 +256,13 @@ def test_cli_help_list_and_plot_without_matplotlib(capsys, tmp_path):
                  speedup=1.0, pct_copy_bw=1.0)]
     msg = lt.write_plot(tmp_path / "p.png", rows)  # a PNG, or a message when matplotlib is absent
     assert (msg is None and (tmp_path / "p.png").stat().st_size > 0) or "matplotlib" in msg
+
+
+def test_default_csv_is_untracked_so_a_run_leaves_the_checkout_clean():
+    import shutil
+    import train_step
+    for default in (lt.DEFAULT_CSV, train_step.DEFAULT_CSV):
+        assert Path(default).parent == harness.LOCAL_RESULTS_DIR
+        if shutil.which("git") and (harness.REPO_ROOT / ".git").exists():
+            r = subprocess.run(["git", "-C", str(harness.REPO_ROOT), "check-ignore", "-q", str(default)])
+            assert r.returncode == 0, f"{default} is not ignored by git"

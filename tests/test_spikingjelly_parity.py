@@ -10,7 +10,8 @@ from torch import nn
 import tssd_fast
 
 sj = pytest.importorskip("spikingjelly.activation_based",
-                         reason="spikingjelly not installed (pip install --no-deps spikingjelly)")
+                         reason="spikingjelly not importable: bash scripts/install_compare.sh "
+                                "(spikingjelly==2.0.0 --no-deps, loguru, packaging)")
 from spikingjelly.activation_based import functional as sjf  # noqa: E402
 from spikingjelly.activation_based import layer, neuron, surrogate  # noqa: E402
 

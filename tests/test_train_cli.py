@@ -32,9 +32,10 @@ SYN = ["--dataset", "synthetic", "--data-opt", "num_samples=48", "--data-opt", "
 pytestmark = pytest.mark.usefixtures("one_thread")  # the models are tiny
 
 
-def cli(args, cwd, timeout=240, module="tssd_fast.train"):
+def cli(args, cwd, timeout=240, module="tssd_fast.train", env=None):
     """``python -m <module> args`` in a subprocess importing the same tssd_fast as the tests."""
-    env = dict(os.environ, PYTHONPATH=PKG_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=PKG_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
+               **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -74,7 +75,8 @@ def test_cifar10_pickles_train_resume_and_log_through_the_cli(tmp_path):
     out = tmp_path / "run"
     args = ["--dataset", "cifar10", "--data-dir", tmp_path / "data", "--preset", "cpu-tiny", "--batch-size", 8,
             "--device", "cpu", "--T-eval", 2, 1]
-    r = cli(args + ["--epochs", 1, "--out-dir", out], tmp_path)
+    # tqdm draws a frame only every 0.1 s: a fast 3-step epoch may never show one with numbers
+    r = cli(args + ["--epochs", 1, "--out-dir", out], tmp_path, env={"TQDM_MININTERVAL": "0"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "summary:" in r.stdout and "best test_acc" in r.stdout
     assert "img_s=" in r.stderr and "loss=" in r.stderr  # the tqdm bar with loss and throughput
@@ -326,3 +328,126 @@ def test_demo_digits_smoke(tmp_path, capsys):
     assert "baseline" in out and "test acc % T=1" in out
     table = json.loads((tmp_path / "d.json").read_text())["table"]
     assert table[0]["variant"] == "baseline" and 0 <= table[0]["T2"][0] <= 1
+
+
+# ------------------------------------------------------------------------ mistakes: one line each
+
+
+def _bad(args, capsys):
+    """(exit status, stderr) of ``main(args)``; argparse-level errors exit through SystemExit."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def _one_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    return len(lines) == 1 and "Traceback" not in err and "error:" in lines[0]
+
+
+def _bad_inputs(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(2000))
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    cpu = SYN + ["--epochs", "1"]
+    cases = {
+        "unknown dataset": (["--dataset", "mnist"], "choose one of"),
+        "unknown backend": (cpu + ["--backend", "fast"], "choose auto or one of"),
+        "cuda backend on cpu": ([*cpu[:-4], "--backend", "cuda"], "cpu"),  # SYN ends with --backend torch
+        "epochs 0": (SYN + ["--epochs", "0"], "--epochs must be >= 1"),
+        "unknown arch": (cpu + ["--arch", "vgg"], "invalid choice"),
+        "random bytes as checkpoint": (["--resume", junk], "not a tssd_fast.train checkpoint"),
+        "text file as checkpoint": (["--resume", text], "not a tssd_fast.train checkpoint"),
+        "random bytes as teacher": (cpu + ["--method", "kd", "--teacher", junk], "not a tssd_fast.train checkpoint"),
+        "cifar10 without data dir": (["--dataset", "cifar10", "--preset", "cpu-tiny", "--device", "cpu"], "data_dir"),
+        "vgg9 on 8x8 digits": (["--dataset", "digits", "--data-opt", "size=8", "--preset", "cpu-tiny",
+                                "--device", "cpu"], "--data-opt size="),
+    }
+    if not torch.cuda.is_available():
+        cases["cuda device without cuda"] = (cpu + ["--device", "cuda"], "--device cpu")
+    return cases
+
+
+@pytest.mark.parametrize("case", ["unknown dataset", "unknown backend", "cuda backend on cpu", "epochs 0",
+                                  "unknown arch", "random bytes as checkpoint", "text file as checkpoint",
+                                  "random bytes as teacher", "cifar10 without data dir", "vgg9 on 8x8 digits",
+                                  "cuda device without cuda"])
+def test_each_cli_mistake_is_one_line_that_says_what_to_do(tmp_path, capsys, case):
+    cases = _bad_inputs(tmp_path)
+    if case not in cases:
+        pytest.skip("CUDA is available here")
+    if case == "vgg9 on 8x8 digits":
+        pytest.importorskip("sklearn")
+    args, says = cases[case]
+    out = tmp_path / "run"
+    code, err = _bad(list(args) + ["--out-dir", out], capsys)
+    assert code == 2 and _one_line(err) and says in err, err
+    assert not out.exists(), "a failed start must not leave a run folder"
+
+
+def test_env_backend_override_error_names_the_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TSSD_FAST_BACKEND", "cuda")
+    out = tmp_path / "run"
+    code, err = _bad(SYN[:-2] + ["--epochs", "1", "--out-dir", out], capsys)  # backend 'auto'
+    assert code == 2 and _one_line(err) and "TSSD_FAST_BACKEND=cuda" in err, err
+    assert not out.exists()
+
+
+def test_resume_of_a_finished_run_asks_for_more_epochs(tmp_path, tiny_run, capsys):
+    run = copy_run(tiny_run, tmp_path)
+    before = digest(run / "checkpoint_last.pt")
+    code, err = _bad(["--resume", run / "checkpoint_last.pt"], capsys)  # its config says 1 epoch: done
+    assert code == 2 and _one_line(err) and "--epochs N with N > 1" in err, err
+    assert digest(run / "checkpoint_last.pt") == before
+
+
+def test_mistakes_in_a_subprocess_print_one_line_and_no_traceback(tmp_path):
+    # the real command, as a user types it (stderr without pytest's capture in between)
+    for args, says in ((["--dataset", "mnist"], "unknown dataset"),
+                       (["--preset", "cpu-tiny", "--device", "cpu", "--backend", "cuda"], "--backend cuda")):
+        r = cli(args + ["--out-dir", tmp_path / "run"], tmp_path)
+        assert r.returncode == 2 and _one_line(r.stderr) and says in r.stderr, r.stderr
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arch", ["vgg9", "resnet18"])
+def test_digits_runs_with_every_architecture_without_options(tmp_path, arch):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "run"
+    assert main(["--preset", "cpu-tiny", "--dataset", "digits", "--arch", arch, "--epochs", "1",
+                 "--max-steps-per-epoch", "1", "--no-progress", "--device", "cpu", "--out-dir", out]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["data_opts"]["size"] == 16 and cfg["dataset"]["input_size"] == [16, 16]
+
+
+def test_preset_schedule_follows_epochs(tiny_run):
+    # cpu-tiny: /10 after 2 of its 3 epochs; 40 epochs keep that shape instead of 1e-20 by the end
+    c = config_from_args(["--preset", "cpu-tiny", "--epochs", "40"])
+    assert c.lr_step == 27 and 0.1 * 0.1 ** ((c.epochs - 1) // c.lr_step) >= 1e-2
+    assert config_from_args(["--preset", "cpu-tiny"]).lr_step == 2  # the preset as written
+    assert config_from_args(["--dataset", "cifar10", "--epochs", "10"]).lr_step == 3  # paper: 30 of 100
+    assert config_from_args(["--dataset", "imagenet", "--data-dir", "x", "--epochs", "15"]).schedule_epochs == 30
+    # an explicit schedule wins; a resumed run keeps the schedule it was trained with
+    assert config_from_args(["--preset", "cpu-tiny", "--epochs", "40", "--lr-step", "5"]).lr_step == 5
+    assert config_from_args(["--resume", tiny_run / "checkpoint_last.pt", "--epochs", "40"]).lr_step == \
+        json.loads((tiny_run / "config.json").read_text())["config"]["lr_step"]
+
+
+def test_plot_of_a_one_epoch_run_shows_the_epoch_and_both_accuracies(tiny_run):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    from tssd_fast.plot import draw_runs
+    fig = draw_runs([tiny_run])
+    try:
+        ax_acc, ax_loss = fig.axes
+        for ax in (ax_acc, ax_loss):
+            lo, hi = ax.get_xlim()
+            assert (lo, hi) == (0.5, 1.5) and [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0]
+        test_line, train_line = ax_acc.get_lines()
+        assert train_line.get_marker() not in (None, "None", "", " ")  # one point needs a marker
+        assert list(train_line.get_xdata()) == [1]
+    finally:
+        plt.close(fig)

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 def read_metrics(run_dir: str) -> List[Dict]:
     """The per-epoch records of a run folder (or of a metrics.jsonl path), in file order."""
+    run_dir = os.fspath(run_dir)
     path = run_dir if run_dir.endswith(".jsonl") else os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
@@ -24,6 +25,7 @@ def read_metrics(run_dir: str) -> List[Dict]:
 
 def run_label(run_dir: str) -> str:
     """Legend label: the folder name, plus method and T from its config.json when present."""
+    run_dir = os.fspath(run_dir)
     name = os.path.basename(os.path.normpath(run_dir if not run_dir.endswith(".jsonl") else os.path.dirname(run_dir)))
     cfg_path = os.path.join(run_dir, "config.json")
     if os.path.isfile(cfg_path):
@@ -38,6 +40,16 @@ def run_label(run_dir: str) -> str:
 
 def plot_runs(run_dirs: Sequence[str], out: str, title: Optional[str] = None, labels: Optional[Sequence[str]] = None) -> str:
     """Draw the curves of ``run_dirs`` into the PNG ``out``; returns ``out``."""
+    import matplotlib.pyplot as plt
+    fig = draw_runs(run_dirs, title, labels)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def draw_runs(run_dirs: Sequence[str], title: Optional[str] = None, labels: Optional[Sequence[str]] = None):
+    """The matplotlib figure of :func:`plot_runs` (accuracy axes first, then loss), not saved."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -46,7 +58,9 @@ def plot_runs(run_dirs: Sequence[str], out: str, title: Optional[str] = None, la
         raise ImportError("tssd_fast.plot needs matplotlib: pip install matplotlib") from e
     if not run_dirs:
         raise ValueError("give at least one run folder")
+    from matplotlib.ticker import MaxNLocator
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = set()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, run in enumerate(run_dirs):
         recs = read_metrics(run)
@@ -55,20 +69,24 @@ def plot_runs(run_dirs: Sequence[str], out: str, title: Optional[str] = None, la
         ep = [r["epoch"] for r in recs]
         ax_acc.plot(ep, [100 * r["test_acc"] for r in recs], "-o", color=c, ms=3, label=f"{label} test")
         if all("train_acc" in r for r in recs):
-            ax_acc.plot(ep, [100 * r["train_acc"] for r in recs], "--", color=c, alpha=0.6, label=f"{label} train")
+            # a marker too: a one-epoch run has a single point, which a bare line does not show
+            ax_acc.plot(ep, [100 * r["train_acc"] for r in recs], "--s", color=c, alpha=0.6, ms=3,
+                        mfc="none", label=f"{label} train")
         ax_loss.plot(ep, [r["train_loss"] for r in recs], "-o", color=c, ms=3, label=label)
+        epochs.update(ep)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     ax_loss.set(xlabel="epoch", ylabel="train loss", title="train loss")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+        # whole epochs only, and half an epoch of room either side (one epoch: 0.5-1.5, not 0.96-1.04)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if epochs:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -3,12 +3,20 @@
 `tssd_fast._C` (CPU) and `tssd_fast._C_cuda` (CUDA) are built by setup.py when torch is
 importable at build time. When `_C` is missing (plain isolated `pip install .`, or a source
 checkout), the CPU kernel is compiled once on first use with ninja through
-torch.utils.cpp_extension.load and cached in torch's extension folder. If that fails too, the
-'cpp' backend is reported unavailable, with the reason, and 'auto' falls back to 'torch'.
+torch.utils.cpp_extension.load and cached in torch's extension folder (one build per source
+folder; announced only when it really compiles). Python started inside a checkout imports the
+checkout's package, which has no `_C`: it then uses the `_C` of the installed package if that
+was built from the same sources. If all fails, the 'cpp' backend is reported unavailable, with
+the reason, and 'auto' falls back to 'torch'.
 """
+import hashlib
+import importlib.metadata
+import importlib.util
 import os
 import sys
+import time
 import warnings
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 REINSTALL_HINT = ("pip install --no-build-isolation .   (from a tssd_fast checkout, with torch "
@@ -33,19 +41,88 @@ def load_error(name: str) -> str:
     return _errors.get(name, "")
 
 
+def _jit_name(src: Path) -> str:
+    """The JIT extension's name, one per source folder: torch keys its build cache on the name,
+    so two checkouts sharing one name would rebuild each other's kernel on every import."""
+    return "tssd_fast_cpu_jit_" + hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:10]
+
+
+def _jit_is_current(name: str, src: Path) -> bool:
+    """Best guess whether torch's cache already holds a build of `src` (then loading it compiles
+    nothing): the cached library is newer than every source file. Only decides the message."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+        lib = Path(_get_build_directory(name, verbose=False)) / f"{name}.so"
+        newest = max(p.stat().st_mtime for p in src.rglob("*") if p.is_file())
+        return lib.is_file() and lib.stat().st_mtime >= newest
+    except Exception:  # noqa: BLE001 - private torch helper; when unsure, announce the build
+        return False
+
+
 def _jit_cpu():
     from torch.utils import cpp_extension
     src = csrc_dir()
-    print("tssd_fast: compiling the CPU kernel (once; cached by torch.utils.cpp_extension)...",
-          file=sys.stderr, flush=True)
-    return cpp_extension.load(
-        name="tssd_fast_cpu_jit",
+    name = _jit_name(src)
+    announce = not _jit_is_current(name, src)
+    if announce:
+        print(f"tssd_fast: compiling the CPU kernel from {src} (once, about 1-2 minutes; cached by "
+              f"torch.utils.cpp_extension). `pip install --no-build-isolation -e .` builds it into "
+              f"the checkout instead.", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    module = cpp_extension.load(
+        name=name,
         sources=[str(src / "lif_op.cpp"), str(src / "cpu" / "lif_cpu.cpp")],
         extra_include_paths=[str(src)],
         extra_cflags=["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"],  # as setup.py
         extra_ldflags=["-fopenmp"],
         verbose=os.environ.get("TSSD_FAST_VERBOSE_BUILD", "0") == "1",
     )
+    if announce:
+        print(f"tssd_fast: CPU kernel ready ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return module
+
+
+def _installed_prebuilt():
+    """The prebuilt `_C` of an installed tssd_fast that this (source-tree) package shadows, or None.
+
+    Running `python` inside a checkout imports the checkout's tssd_fast/, which has no compiled
+    kernel, while `pip install .` put a compiled one in site-packages. That one is used only if
+    it was built from exactly the sources here (its shipped _csrc/ equals this csrc/): a kernel
+    from other sources could take other arguments.
+    """
+    here = Path(__file__).resolve().parent.parent
+    path = None
+    try:
+        # every copy of the metadata: the checkout's own tssd_fast.egg-info (left by the build)
+        # comes first on sys.path and lists no compiled files
+        for dist in importlib.metadata.distributions(name="tssd_fast"):
+            for f in dist.files or []:
+                if (len(f.parts) == 2 and f.parts[0] == "tssd_fast" and f.name.startswith("_C.")
+                        and any(f.name.endswith(s) for s in EXTENSION_SUFFIXES)):
+                    cand = Path(dist.locate_file(f)).resolve()
+                    if cand.parent != here and cand.is_file():  # not this package (plain import)
+                        path = cand
+                        break
+            if path is not None:
+                break
+    except Exception:  # noqa: BLE001 - unreadable metadata: no installed kernel to reuse
+        return None
+    if path is None:
+        return None
+
+    def tree(root: Path):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".o"}
+    try:
+        if tree(path.parent / "_csrc") != tree(csrc_dir()):
+            return None
+        spec = importlib.util.spec_from_file_location("tssd_fast._C", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception:  # noqa: BLE001 - e.g. built against another torch: fall back to the JIT build
+        return None
+    sys.modules["tssd_fast._C"] = module
+    return module
 
 
 def _cached(fn):
@@ -87,6 +164,9 @@ def cpu_module():
         return _registered(_C)
     except ImportError as e:
         first = f"prebuilt tssd_fast._C not importable ({e})"
+    installed = _installed_prebuilt()
+    if installed is not None:
+        return _registered(installed)
     if os.environ.get("TSSD_FAST_NO_JIT", "0") == "1":
         _errors["cpp"] = first + "; JIT disabled by TSSD_FAST_NO_JIT=1"
         return None

@@ -110,10 +110,9 @@ def resolve_backend(name: str, device, dtype: torch.dtype, fused_ok: bool = True
         env = os.environ.get(ENV_BACKEND, "auto")
         if env != "auto":
             if env not in BACKENDS:
-                raise ValueError(f"unknown backend {env!r} in the environment variable "
-                                 f"{ENV_BACKEND}: set it to 'auto' or one of {BACKENDS}, or "
-                                 f"unset it")
-            name, source = env, f"the environment variable {ENV_BACKEND}={env!r}"
+                raise ValueError(f"{ENV_BACKEND}={env} (environment): unknown backend {env!r}; "
+                                 f"set it to 'auto' or one of {BACKENDS}, or unset it")
+            name, source = env, f"the environment variable {ENV_BACKEND}={env}"
     if name == "auto":
         if not fused_ok:
             return "torch"
@@ -121,8 +120,8 @@ def resolve_backend(name: str, device, dtype: torch.dtype, fused_ok: bool = True
             if dtype in _ALL[b].dtypes and runs_on(b, dev):
                 return b
         return "torch"
-    fix = (f"unset {ENV_BACKEND} or set it to one of {backends(dev)}" if name != "auto"
-           and source.startswith("the environment") else
+    fix = (f"{ENV_BACKEND} overrides backend='auto': unset it or set it to one of "
+           f"{backends(dev)}" if source.startswith("the environment") else
            f"use backend='auto' or one of {backends(dev)}")
     if dev not in _ALL[name].devices():
         raise RuntimeError(

@@ -9,7 +9,10 @@ tensor or a plain Python type, so it loads with ``torch.load(weights_only=True)`
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
+import zipfile
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -26,13 +29,29 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (on CPU, ``weights_only=True``)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (on CPU, ``weights_only=True``).
+
+    Raises FileNotFoundError for a missing file and RuntimeError, in one line, for anything that
+    is not such a checkpoint. torch's own message is not passed on: it suggests
+    ``weights_only=False`` (running arbitrary pickled code) and filing an issue with torch.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    what = f"{path} is not a tssd_fast.train checkpoint (checkpoint_last.pt / checkpoint_best.pt of a run)"
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise RuntimeError(f"{what}: not a torch.save zip archive")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - name the file, keep the cause
-        raise RuntimeError(f"cannot load checkpoint {path}: {e}") from e
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(f"{what}: it holds Python objects other than tensors and plain values, "
+                           f"which a weights-only load refuses") from e
+    except Exception as e:  # noqa: BLE001 - truncated or corrupted archive, ...
+        first = re.split(r"(?<=\.)\s", " ".join(str(e).split()))[0][:200]  # torch's first sentence
+        raise RuntimeError(f"{what}: torch.load failed: {first}") from e
+    if not (isinstance(ckpt, dict) and "model" in ckpt and "config" in ckpt):
+        raise RuntimeError(f"{what}: a torch.save file of a {type(ckpt).__name__}"
+                           + (f" with keys {sorted(map(str, ckpt))[:6]}" if isinstance(ckpt, dict) else ""))
+    return ckpt
 
 
 def rng_state() -> Dict[str, Any]:

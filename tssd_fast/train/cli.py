@@ -46,9 +46,18 @@ def _data_opt(text: str):
     return key.strip().replace("-", "_"), value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and where to look, without the usage block
+    (which for this many flags says nothing about the mistake)."""
+
+    def error(self, message: str):
+        own = message.startswith(("argument ", "unrecognized arguments", "the following arguments"))
+        self.exit(2, f"{self.prog}: error: {message}" + ("  (--help lists every flag)" if own else "") + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser (flags not given stay absent from the namespace)."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m tssd_fast.train", usage="%(prog)s [options]   (all optional; see below)", argument_default=argparse.SUPPRESS, allow_abbrev=False,
         description="Train or evaluate a spiking VGG/ResNet with TSSD, its ablations, TKS, TSER or KD.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,7 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:
         cfg = config_from_args(argv)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as e:
         parser.error(str(e))
     if "--print-config" in argv:
         print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
@@ -163,7 +172,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"error: {e}", file=sys.stderr, flush=True)
         return 3
     except (RunSetupError, FileNotFoundError) as e:  # e.g. an existing run, a missing dataset
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0
 

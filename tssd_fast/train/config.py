@@ -15,6 +15,8 @@ STATIC_DATASETS = ("cifar10", "cifar100", "synthetic", "digits")
 DVS_DATASETS = ("cifar10-dvs", "dvs-gesture", "synthetic-dvs")
 METHOD_NAMES = ("baseline", "tsd", "ssd", "tssd", "tks", "tser", "kd", "ann")
 ARCH_NAMES = ("vgg9", "resnet18", "resnet34")
+#: digits' image size when --data-opt size is not given (its own 8x8 fits no network here)
+DIGITS_DEFAULT_SIZE = 16
 
 
 @dataclass
@@ -104,6 +106,22 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def scaled_schedule(preset: Dict[str, Any], epochs: int, flags: Dict[str, Any]) -> Dict[str, Any]:
+    """The preset's learning-rate schedule stretched to ``epochs`` (the schedule keys ``flags``
+    does not set). A preset's ``lr_step`` and ``schedule_epochs`` are fractions of its own
+    ``epochs`` (paper-static: /10 at 30 % of the run, cosine over twice the run for ImageNet);
+    kept as absolute numbers, a longer run would decay the learning rate to nothing (cpu-tiny's
+    step of 2 epochs gives 1e-20 by epoch 40) and a shorter one would never decay it."""
+    out: Dict[str, Any] = {}
+    base = preset.get("epochs")
+    if not base or not isinstance(epochs, int) or epochs < 1:
+        return out
+    for key in ("lr_step", "schedule_epochs"):
+        if key in preset and key not in flags:
+            out[key] = max(1, int(preset[key] * epochs / base + 0.5))
+    return out
+
+
 def uses_teacher_run(cfg: "TrainConfig") -> bool:
     """True when the method also runs the network with ``T_teacher`` steps (tsd, tssd, or the
     ssd/baseline variants with ``extension`` / ``teacher_ce``)."""
@@ -123,12 +141,12 @@ def auto_preset(dataset: str) -> str:
 
 
 def canonical_dataset(name: str) -> str:
-    """The data layer's canonical dataset name (falls back to the lowered name)."""
+    """The data layer's canonical dataset name; ValueError naming the choices for an unknown one."""
     try:
         from ..data import canonical_name
-        return canonical_name(name)
-    except (ImportError, ValueError):
+    except ImportError:  # data layer not importable: keep the name, the run will say why
         return name.strip().lower()
+    return canonical_name(name)
 
 
 def _check_keys(values: Dict[str, Any], where: str) -> None:
@@ -176,6 +194,8 @@ def resolve_config(flags: Dict[str, Any], base: Optional[Dict[str, Any]] = None)
         values.update(PRESETS[preset])
         values["preset"] = preset
     merged_opts = {**values.get("data_opts", {}), **flags.get("data_opts", {})}
+    if preset is not None and "epochs" in flags:
+        values.update(scaled_schedule(PRESETS[preset], flags["epochs"], flags))
     if base and "T" in flags and "T_eval" not in flags and values.get("T_eval") == [values.get("T")]:
         values["T_eval"] = None  # it was derived from the old T: derive it again
     values.update(flags)
@@ -221,8 +241,22 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
                           ("stem", ("auto", "cifar", "imagenet"))):
         if getattr(cfg, name) not in choices:
             raise ValueError(f"{name} must be one of {choices}, got {getattr(cfg, name)!r}")
-    if cfg.epochs < 0 or cfg.batch_size < 1:
-        raise ValueError("epochs must be >= 0 and batch_size >= 1")
+    if cfg.epochs < 1 and not cfg.eval_only:
+        raise ValueError(f"--epochs must be >= 1, got {cfg.epochs} (to evaluate a checkpoint: "
+                         f"--resume PATH --eval-only)")
+    for name in ("batch_size", "lr_step"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {cfg.workers}")
+    from ..ops.registry import BACKENDS
+    if cfg.backend != "auto" and cfg.backend not in BACKENDS:
+        raise ValueError(f"unknown --backend {cfg.backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+    if cfg.dataset == "digits" and "size" not in cfg.data_opts and not cfg.resume:
+        # the 8x8 digits are too small for VGG-9 (needs a multiple of 16) and the ResNets'
+        # pooling; 16x16 is the size of the demo (examples/demo_digits.py). A resumed run keeps
+        # the options it was trained with.
+        cfg.data_opts = {**cfg.data_opts, "size": DIGITS_DEFAULT_SIZE}
     if cfg.out_dir is None:
         cfg.out_dir = os.path.join("runs", f"{cfg.dataset}_{cfg.arch}_{cfg.method}_T{cfg.T}_seed{cfg.seed}")
     return cfg

@@ -52,7 +52,8 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     dev = torch.device(spec)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {spec}: CUDA is not available in this torch build / machine")
+            raise RuntimeError(f"CUDA is not available (torch {torch.__version__}, CUDA build: "
+                               f"{torch.version.cuda or 'no'}): use --device cpu, or auto")
         if dev.index is None:
             dev = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(dev)

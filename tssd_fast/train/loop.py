@@ -87,18 +87,29 @@ class Trainer:
         D.barrier(info)
 
         _seed_everything(cfg.seed)
-        self.train_loader, self.test_loader = build_data(cfg, info.distributed)
+        try:
+            self.train_loader, self.test_loader = build_data(cfg, info.distributed)
+        except (ValueError, TypeError, ImportError) as e:  # bad --data-dir/--data-opt, missing package
+            opts = "".join(f" --data-opt {k}={v}" for k, v in cfg.data_opts.items())
+            raise RunSetupError(f"--dataset {cfg.dataset}{opts}: {e}") from e
         self.meta = dataset_meta(self.train_loader.dataset)
         if self.meta["kind"] == "dvs" and self.meta["frames"] is not None and max(cfg.T_eval) > self.meta["frames"]:
             raise RunSetupError(f"--T-eval {max(cfg.T_eval)} exceeds the {self.meta['frames']} frames the test "
                              f"data are built with for this method; use T_eval <= {self.meta['frames']}")
         self.teacher = None
         if cfg.method in ("kd", "tser") and not cfg.eval_only:
-            self.teacher = load_teacher(cfg.teacher, self.meta, self.device)
+            try:
+                self.teacher = load_teacher(cfg.teacher, self.meta, self.device)
+            except (ValueError, RuntimeError, KeyError) as e:
+                raise RunSetupError(f"--teacher {cfg.teacher}: {e}") from e
         self.method = None if cfg.eval_only else build_method(cfg, self.teacher)
         self.needs_weak = method_needs_weak(cfg) if self.method is None else bool(self.method.needs_weak)
         _seed_everything(cfg.seed)  # same initial weights on every rank and for every data setting
-        self.net = build_network(cfg, self.meta, self.needs_weak).to(self.device)
+        try:
+            self.net = build_network(cfg, self.meta, self.needs_weak).to(self.device)
+        except ValueError as e:  # e.g. an input size the architecture cannot take
+            raise RunSetupError(f"--arch {cfg.arch} on {cfg.dataset} (input {self.meta['input_size']}): {e}; "
+                                f"resize the input with --data-opt size=N (N = 16, 32, ...)") from e
         self.is_ann = cfg.method == "ann"
         self.model = self.net if cfg.eval_only else D.wrap_model(self.net, info)
         self.optimizer = build_optimizer(cfg, self.net.parameters())
@@ -109,6 +120,9 @@ class Trainer:
         _seed_everything(cfg.seed + 1_000_003 * info.rank)
         if cfg.resume:
             self._resume(cfg.resume)
+            if not cfg.eval_only and self.epoch >= cfg.epochs:
+                raise RunSetupError(f"{cfg.resume} has already trained {self.epoch} of --epochs {cfg.epochs}: "
+                                    f"pass --epochs N with N > {self.epoch} to train further")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -288,9 +302,10 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v.detach().double() * B
             if bar is not None:
                 elapsed = time.perf_counter() - start
-                bar.update(1)
+                # postfix first: whichever update tqdm chooses to draw shows this step's numbers
                 bar.set_postfix(loss=f"{totals[0].item() / totals[1].item():.4f}",
                                 img_s=f"{totals[1].item() / max(elapsed, 1e-9):.0f}", refresh=False)
+                bar.update(1)
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - start
@@ -361,6 +376,7 @@ class Trainer:
         nparams = sum(p.numel() for p in self.net.parameters())
         self.log(f"run {self.out_dir}: {cfg.dataset} {cfg.arch} (width {cfg.width}, {nparams / 1e6:.3f} M params) "
                  f"method {cfg.method} T={cfg.T}" + (f" T'={cfg.T_teacher}" if cfg.T_teacher else "")
+                 + f", {cfg.epochs} epochs, {cfg.optimizer} {schedule_text(cfg)}"
                  + f", {info.world_size} process(es) on {self.device}"
                  + (f", amp {str(self.amp_dtype).replace('torch.', '')}" if self.amp_dtype else ""))
         t_run = time.perf_counter()
@@ -470,15 +486,41 @@ class Trainer:
             self._log_file = None
 
 
+def check_backend(cfg: TrainConfig, device: torch.device) -> None:
+    """RunSetupError unless the LIF backend of ``cfg`` (or the TSSD_FAST_BACKEND override of
+    'auto') runs on ``device``; the ANN twin has no LIF neuron and takes any."""
+    if cfg.method == "ann":
+        return
+    from ..ops.registry import resolve_backend
+    try:
+        resolve_backend(cfg.backend, device, torch.float32)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise RunSetupError(f"--backend {cfg.backend}: {e}") from e
+
+
+def schedule_text(cfg: TrainConfig) -> str:
+    """The learning-rate schedule in words, for the run's first log line."""
+    if cfg.scheduler == "step":
+        every = "every epoch" if cfg.lr_step == 1 else f"every {cfg.lr_step} epochs"
+        return f"lr {cfg.lr:g} x{cfg.lr_gamma:g} {every}"
+    if cfg.scheduler == "cosine":
+        return f"lr {cfg.lr:g} cosine over {cfg.schedule_epochs or cfg.epochs} epochs"
+    return f"lr {cfg.lr:g} constant"
+
+
 def run(cfg: TrainConfig) -> Dict[str, Any]:
     """Train (or with ``cfg.eval_only`` evaluate) as configured; returns the summary dict.
 
     Under torchrun it joins the process group first and leaves it at the end. Raises
     :class:`NonFiniteLossError` when a loss is NaN/inf (nothing is saved past the last epoch).
     """
-    info = D.setup(cfg.device, cfg.dist_backend)
+    try:
+        info = D.setup(cfg.device, cfg.dist_backend)
+    except RuntimeError as e:  # no CUDA, a device string torch does not know, no process group
+        raise RunSetupError(f"--device {cfg.device}: {e}") from e
     trainer = None
     try:
+        check_backend(cfg, info.device)  # before any file is written or data is read
         trainer = Trainer(cfg, info)
         return trainer.eval_only() if cfg.eval_only else trainer.fit()
     finally:
