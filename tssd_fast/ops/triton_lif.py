@@ -55,9 +55,12 @@ if triton is not None:
             a, b = tl.broadcast(a, b)  # div_rn wants operands of one shape
             return tl.math.div_rn(a, b)
 
+    # The per-step math, one function per function of csrc/lif_step.h (same names without
+    # the lif_ prefix, same operation order), so the two can be read side by side.
+
     @triton.jit
     def _charge(v, x, tau, v_reset, DECAY: tl.constexpr, F64: tl.constexpr):
-        # lif_charge: H[t] from V[t-1] and X[t], in the reference's operation order.
+        # lif_charge: H[t] from V[t-1] and X[t].
         if DECAY:
             h = v + _fdiv(x - (v - v_reset), tau, F64)
         else:
@@ -65,12 +68,31 @@ if triton is not None:
         return h
 
     @triton.jit
+    def _fire(h, v_th):
+        # lif_fire: S[t] = heaviside(H[t] - v_threshold); H == threshold fires.
+        return tl.where(h - v_th >= 0.0, 1.0, 0.0).to(h.dtype)
+
+    @triton.jit
+    def _reset(h, s, v_th, v_reset, HARD: tl.constexpr):
+        # lif_reset: V[t] from H[t] and S[t] (s is exactly 0 or 1).
+        if HARD:
+            v = s * v_reset + (1.0 - s) * h
+        else:
+            v = h - s * v_th
+        return v
+
+    @triton.jit
+    def _rect_window(h, v_th, half_width):
+        # lif_rect_window: 1{|H - v_threshold| < 0.5/alpha}.
+        return tl.abs(h - v_th) < half_width
+
+    @triton.jit
     def _surrogate_grad(h, v_th, alpha, half_width, atan_scale, SURR: tl.constexpr,
                         F64: tl.constexpr):
         # lif_surrogate_grad: dS/dH at u = H - v_threshold (0 Rect, 1 Sigmoid, 2 ATan).
         u = h - v_th
         if SURR == 0:
-            sg = tl.where(tl.abs(u) < half_width, alpha, 0.0)
+            sg = tl.where(_rect_window(h, v_th, half_width), alpha, 0.0)
         elif SURR == 1:
             sig = _fdiv(tl.full(u.shape, 1.0, u.dtype), 1.0 + tl.exp(-(alpha * u)), F64)
             sg = alpha * sig * (1.0 - sig)
@@ -78,6 +100,34 @@ if triton is not None:
             z = atan_scale * u
             sg = _fdiv(alpha * 0.5, 1.0 + z * z, F64)  # alpha * 0.5 == alpha / 2 exactly
         return sg
+
+    @triton.jit
+    def _dv_dh(h, s, sg, v_th, v_reset, HARD: tl.constexpr, DETACH: tl.constexpr):
+        # lif_dv_dh: dV[t]/dH[t] given the surrogate gradient sg.
+        if HARD:
+            if DETACH:
+                d = 1.0 - s
+            else:
+                d = (1.0 - s) + (v_reset - h) * sg
+        else:
+            if DETACH:
+                d = tl.full(sg.shape, 1.0, sg.dtype)
+            else:
+                d = 1.0 - v_th * sg
+        return d
+
+    @triton.jit
+    def _backward_step(gs, gv, h, s, sg, tau, v_th, v_reset, HARD: tl.constexpr,
+                       DECAY: tl.constexpr, DETACH: tl.constexpr, F64: tl.constexpr):
+        # lif_backward_step: (dL/dX[t], dL/dV[t-1]) from dL/dS[t], dL/dV[t], H[t], S[t], sg.
+        gh = gs * sg + gv * _dv_dh(h, s, sg, v_th, v_reset, HARD, DETACH)
+        gh_tau = _fdiv(gh, tau, F64)
+        gv_prev = gh - gh_tau  # dH[t]/dV[t-1] = 1 - 1/tau, written as autograd computes it
+        if DECAY:
+            gx = gh_tau
+        else:
+            gx = gh
+        return gx, gv_prev
 
     @triton.jit(do_not_specialize=["T"])
     def _lif_fwd_kernel(x_ptr, v0_ptr, s_ptr, v_last_ptr, v_seq_ptr, h_ptr, bits_ptr, T, N,
@@ -102,22 +152,18 @@ if triton is not None:
             # `offs < limit`: the interpreter mishandles block & scalar boolean masks)
             x_next = tl.load(x_ptr + off + N, mask=offs < tl.where(t + 1 < T, N, 0), other=0.0)
             h = _charge(v, x, tau, v_reset, DECAY, F64)
-            s = tl.where(h - v_th >= 0.0, 1.0, 0.0).to(ACC)
+            s = _fire(h, v_th)
             tl.store(s_ptr + off, s.to(s_ptr.dtype.element_ty), mask=mask)
             if SAVE == 1:
                 tl.store(h_ptr + off, h, mask=mask)
             if SAVE == 2:
                 bit = t % 8
-                u = h - v_th
-                m = m | ((tl.abs(u) < half_width).to(tl.int32) << bit)
+                m = m | (_rect_window(h, v_th, half_width).to(tl.int32) << bit)
                 row = tl.cast(t // 8, tl.int64) * N
                 tl.store(bits_ptr + row + offs, m.to(tl.uint8),
                          mask=offs < tl.where((t % 8 == 7) | (t == T - 1), N, 0))
                 m = tl.where(bit == 7, 0, m)
-            if HARD:
-                v = s * v_reset + (1.0 - s) * h
-            else:
-                v = h - s * v_th
+            v = _reset(h, s, v_th, v_reset, HARD)
             if STORE_V:
                 tl.store(v_seq_ptr + off, v, mask=mask)
             off += N
@@ -167,33 +213,16 @@ if triton is not None:
                 gvs_next = tl.load(gvs_ptr + off - N, mask=prev, other=0.0)
                 gv = gv + gvs
             if BITS:
+                # Rect + soft reset (the only case saving bits): dV/dH reads neither H nor S
                 sg = tl.where(((m >> (t % 8)) & 1) != 0, alpha, 0.0)
-                # soft reset (the only case saving bits): dV/dH does not read H or S
-                if DETACH:
-                    dv_dh = tl.full([BLOCK], 1.0, ACC)
-                else:
-                    dv_dh = 1.0 - v_th * sg
+                h = tl.zeros([BLOCK], dtype=ACC)
+                s = h
             else:
                 h_next = tl.load(h_ptr + off - N, mask=prev, other=0.0)
                 sg = _surrogate_grad(h, v_th, alpha, half_width, atan_scale, SURR, F64)
-                s = tl.where(h - v_th >= 0.0, 1.0, 0.0).to(ACC)
-                if HARD:
-                    if DETACH:
-                        dv_dh = 1.0 - s
-                    else:
-                        dv_dh = (1.0 - s) + (v_reset - h) * sg
-                else:
-                    if DETACH:
-                        dv_dh = tl.full([BLOCK], 1.0, ACC)
-                    else:
-                        dv_dh = 1.0 - v_th * sg
-            gh = gs * sg + gv * dv_dh
-            gh_tau = _fdiv(gh, tau, F64)
-            gv = gh - gh_tau
-            if DECAY:
-                gx = gh_tau
-            else:
-                gx = gh
+                s = _fire(h, v_th)
+            gx, gv = _backward_step(gs, gv, h, s, sg, tau, v_th, v_reset, HARD, DECAY, DETACH,
+                                    F64)
             tl.store(gx_ptr + off, gx.to(gx_ptr.dtype.element_ty), mask=mask)
             if BITS:
                 reload = offs < tl.where((t > 0) & (t % 8 == 0), N, 0)  # previous byte row
