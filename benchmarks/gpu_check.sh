@@ -3,20 +3,23 @@
 # build, the whole test suite with every GPU backend required, compute-sanitizer memcheck of the
 # CUDA kernels, and the LIF throughput benchmark. Logs land in $OUT (or /tmp/tssd_gpu_check_out).
 #
-#   bash benchmarks/gpu_check.sh            # everything (build, test, memcheck, bench)
+#   bash benchmarks/gpu_check.sh            # build, test, memcheck, bench
 #   bash benchmarks/gpu_check.sh build test # some phases, in this order
+#   CAP_build=170 CAP_test=90 bash benchmarks/gpu_check.sh build test   # a time cap per phase
 #
 # One device call runs at most 10 minutes: if everything does not fit, run `env build test` in
 # one call and `memcheck bench` in the next (test / memcheck / bench build first when the
 # checkout's tssd_fast._C_cuda does not load, e.g. on a fresh machine).
 #
-# Phases: env build test memcheck bench. Each one logs to $OUT/<phase>.log and appends a line to
-# $OUT/summary.txt; the script goes on after a failing phase and exits non-zero at the end if
+# Phases: env build test memcheck bench overhead trainstep sass. Each one logs to
+# $OUT/<phase>.log and appends a line to $OUT/summary.txt; CAP_<phase> (seconds) stops a phase
+# that runs longer; the script goes on after a failing phase and exits non-zero at the end if
 # any failed. Environment: PYTHON (default python3), PYTEST_WORKERS (default 8, needs
-# pytest-xdist), TORCH_CUDA_ARCH_LIST (setup.py's default "8.0;9.0"), GPU_CHECK_BENCH_ARGS
-# (extra arguments for lif_throughput.py). The device tool returns at most 8 files from $OUT:
-# this script writes summary.txt, env.log, build.log, test.log, memcheck.log, bench.log and
-# lif.json (7).
+# pytest-xdist), GPU_CHECK_TESTS (test files, default tests), TORCH_CUDA_ARCH_LIST (setup.py's
+# default "8.0;9.0"), GPU_CHECK_BENCH_ARGS (arguments for lif_throughput.py), GPU_CHECK_BENCH2_ARGS
+# (a second lif_throughput.py run, e.g. --neuron sj, logged to bench.log too),
+# GPU_CHECK_TRAIN_ARGS (arguments for train_step.py, default --quick --cuda-graphs).
+# The device tool returns at most 8 files from $OUT.
 set -u
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-/tmp/tssd_gpu_check_out}"
@@ -31,11 +34,11 @@ START=$(date +%s)
 
 note() { echo "$*" | tee -a "$OUT/summary.txt"; }
 
-run_phase() {  # run_phase NAME COMMAND...: log to $OUT/NAME.log, one summary line
-  local name="$1"; shift
-  local t0=$(date +%s) rc
-  echo "=== $name: $* ===" >"$OUT/$name.log"
-  ( set -o pipefail; "$@" 2>&1 | tee -a "$OUT/$name.log" )
+run_phase() {  # run_phase NAME FUNCTION: log to $OUT/NAME.log, one summary line
+  local name="$1" fn="$2"
+  local t0=$(date +%s) rc cap="CAP_$1"
+  echo "=== $name: $fn (cap ${!cap:-none} s) ===" >"$OUT/$name.log"
+  ( set -o pipefail; timeout -k 5 "${!cap:-100000}" bash -c "$fn" 2>&1 | tee -a "$OUT/$name.log" )
   rc=$?
   note "$(printf '%-9s rc=%-3s %4ss  (%s)' "$name" "$rc" "$(( $(date +%s) - t0 ))" "$OUT/$name.log")"
   [ $rc -ne 0 ] && FAILED=1
@@ -95,8 +98,36 @@ phase_test() {
   if "$PY" -c "import xdist" 2>/dev/null && [ "${PYTEST_WORKERS:-8}" != "0" ]; then
     xdist=(-n "${PYTEST_WORKERS:-8}")
   fi
+  # shellcheck disable=SC2086
   TSSD_FAST_REQUIRE_GPU_BACKENDS=cuda,triton,cupy \
-    "$PY" -m pytest -p no:cacheprovider "${xdist[@]}" -rfEs --durations=15 -q tests
+    "$PY" -m pytest -p no:cacheprovider "${xdist[@]}" -rfEs --durations=15 -q ${GPU_CHECK_TESTS:-tests}
+}
+
+phase_overhead() {  # per-call host cost through LIFNode, CPU and CUDA
+  cd "$REPO" || return 1
+  "$PY" benchmarks/op_overhead.py --device cuda && "$PY" benchmarks/op_overhead.py --device cpu
+}
+
+phase_trainstep() {  # whole TSSD training step per neuron, eager and CUDA-graph replay
+  cd "$REPO" || return 1
+  # shellcheck disable=SC2086
+  "$PY" benchmarks/train_step.py --device cuda --no-csv --no-progress \
+    ${GPU_CHECK_TRAIN_ARGS:---quick --cuda-graphs}
+}
+
+phase_sass() {  # what the built CUDA kernels load and store: 128-bit accesses per kernel
+  cd "$WORK" || return 1
+  local so cuobj
+  so="$("$PY" -c "import tssd_fast._C_cuda as m; print(m.__file__)")" || return 1
+  cuobj="$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null)"
+  [ -z "$cuobj" ] && { echo "cuobjdump not found"; return 1; }
+  "$cuobj" -sass "$so" | "$PY" -c '
+import collections, re, sys
+text = sys.stdin.read()
+for f in re.split(r"\n\s*Function : ", text)[1:]:
+    name = f.split("\n", 1)[0].strip()
+    acc = collections.Counter(re.findall(r"\b((?:LDG|STG)\.E[.\w]*)", f))
+    print(name[:110], dict(sorted(acc.items())))'
 }
 
 phase_memcheck() {
@@ -123,7 +154,7 @@ for backend in backends:
     fwd, bwd, extra = op_overloads(backend)
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         cdt = torch.float64 if dtype == torch.float64 else torch.float32
-        for N, off in ((1028, 0), (1026, 0), (1027, 0), (1028, 1)):
+        for N, off in ((1032, 0), (1028, 0), (1026, 0), (1027, 0), (1028, 1)):
             T = 11
             base = torch.randn(T * N + off, device="cuda").to(dtype)
             x = base[off:].view(T, N)
@@ -157,7 +188,13 @@ phase_bench() {
     echo "benchmarks/lif_throughput.py is missing"; return 1
   fi
   # default sweep for this device (no sweep arguments), results also as JSON
-  "$PY" "$REPO/benchmarks/lif_throughput.py" --json "$OUT/lif.json" ${GPU_CHECK_BENCH_ARGS:-}
+  # shellcheck disable=SC2086
+  "$PY" "$REPO/benchmarks/lif_throughput.py" --json "$OUT/lif.json" --no-csv --no-progress \
+    ${GPU_CHECK_BENCH_ARGS:-} || return 1
+  if [ -n "${GPU_CHECK_BENCH2_ARGS:-}" ]; then
+    # shellcheck disable=SC2086
+    "$PY" "$REPO/benchmarks/lif_throughput.py" --no-csv --no-progress ${GPU_CHECK_BENCH2_ARGS}
+  fi
 }
 
 built() {  # the checkout's CUDA extension loads (build outputs survive on a warm machine)
@@ -167,14 +204,16 @@ ensure_built() {
   built || run_phase build phase_build
 }
 
+export REPO OUT PY WORK
+export -f phase_env phase_build phase_test phase_memcheck phase_bench phase_overhead \
+  phase_trainstep phase_sass
 for p in "${PHASES[@]}"; do
   case "$p" in
     env) run_phase env phase_env ;;
     build) run_phase build phase_build ;;
-    test) ensure_built; run_phase test phase_test ;;
-    memcheck) ensure_built; run_phase memcheck phase_memcheck ;;
-    bench) ensure_built; run_phase bench phase_bench ;;
-    *) note "unknown phase $p (env build test memcheck bench)"; FAILED=1 ;;
+    test|memcheck|bench|overhead|trainstep|sass) ensure_built; run_phase "$p" "phase_$p" ;;
+    *) note "unknown phase $p (env build test memcheck bench overhead trainstep sass)"
+       FAILED=1 ;;
   esac
 done
 note "total $(( $(date +%s) - START ))s; failed=$FAILED"

@@ -75,6 +75,7 @@ import torch
 
 from tssd_fast.distill import make_method
 from tssd_fast.models import build_model
+from tssd_fast.train.cuda_graph import GraphedStep
 
 ARCHS = ("vgg9", "resnet18")
 METHODS = OrderedDict([("baseline", dict(name="baseline")),
@@ -131,9 +132,14 @@ class Group:
     method: str
     batch: int
     width: float
+    launch: str = "eager"  # or "graph": the whole step captured once and replayed (CUDA)
 
     def key(self):
-        return (self.arch, self.inp.name, self.precision, self.layout, self.method)
+        return (self.arch, self.inp.name, self.precision, self.layout, self.method, self.launch)
+
+    @property
+    def layout_label(self) -> str:
+        return self.layout + ("+graph" if self.launch == "graph" else "")
 
 
 def make_batch(g: Group, device, seed: int):
@@ -188,6 +194,9 @@ class Point:
         self.opt = torch.optim.SGD(model.parameters(), **SGD)
         self.method = make_method_for(g)
         self.amp = PRECISIONS[g.precision]
+        # --cuda-graphs: forward, backward and optimizer captured once, then replayed. Its
+        # warm-up (at the first step) trains two eager steps on the same batch.
+        self.graphed = GraphedStep(self.forward, self.opt) if g.launch == "graph" else None
 
     def autocast(self):
         if self.amp is None:
@@ -203,6 +212,8 @@ class Point:
         """One training step, as tssd_fast.train does it (bf16 needs no GradScaler)."""
         if self.p.activate:
             self.p.activate()
+        if self.graphed is not None:
+            return self.graphed()
         loss = self.forward()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -229,7 +240,7 @@ class Point:
 def _row(g: Group, p: N.NeuronProvider, status: str, **kw) -> dict:
     r = {"arch": g.arch, "width": g.width, "input": g.inp.name, "batch": g.batch, "T": g.inp.T,
          "T_teacher": None if g.method == "baseline" else g.inp.T_teacher, "method": g.method,
-         "precision": g.precision, "layout": g.layout, "provider": p.name, "kind": p.kind,
+         "precision": g.precision, "layout": g.layout_label, "provider": p.name, "kind": p.kind,
          "median_ms": None, "p20_ms": None, "p80_ms": None, "reps": None, "img_per_s": None,
          "img_per_s_p20": None, "img_per_s_p80": None, "speedup": None,
          "speedup_vs_fp32": None, "neuron_share": None, "standin_ms": None,
@@ -244,7 +255,7 @@ def run_group(g: Group, providers: Sequence[N.NeuronProvider], device, timer, se
     """Build every provider's point, check its first step, time all of them interleaved,
     then measure memory. Returns one row per runnable provider."""
     runnable = [p for p in providers if p.skip is None]
-    tag = f"{g.arch} {g.inp.name} {g.precision} {g.layout} {g.method}"
+    tag = f"{g.arch} {g.inp.name} {g.precision} {g.layout_label} {g.method}"
     rows: Dict[str, dict] = {}
     points: Dict[str, Point] = {}
     try:
@@ -548,6 +559,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         min_reps_help="timed steps per neuron at least (CPU 7, GPU 5, --quick 3)",
         threads_help="torch CPU threads (default: torch's choice, or 1 when the 1-min load "
                      "average exceeds half the cores at start)")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="also run every group with the whole step captured in a CUDA graph and "
+                         "replayed (layout shown as nchw+graph); CUDA only")
     t.add_argument("--time-budget", type=float, metavar="S",
                    help="stop starting new groups after S seconds (the rest is reported "
                         "skipped)")
@@ -675,9 +689,12 @@ def main(argv=None) -> int:
           f">= {sweep['timer'].min_time_s:g} s per neuron after "
           f"{sweep['timer'].warmup_reps} warm-up step(s)\n", flush=True)
 
-    groups = [Group(a, s, pr, lay, m, sweep["batch"], sweep["width"])
+    if args.cuda_graphs and not cuda:
+        raise SystemExit("--cuda-graphs needs a CUDA device (--device cuda)")
+    launches = ("eager", "graph") if args.cuda_graphs else ("eager",)
+    groups = [Group(a, s, pr, lay, m, sweep["batch"], sweep["width"], la)
               for a in sweep["archs"] for s in inputs for pr in sweep["precisions"]
-              for lay in sweep["layouts"] for m in sweep["methods"]]
+              for lay in sweep["layouts"] for m in sweep["methods"] for la in launches]
     runnable = [p for p in providers if p.skip is None]
     progress = harness.Progress(len(groups) * max(1, len(runnable)),
                                 enabled=not args.no_progress)
@@ -704,7 +721,7 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t_start
 
     show_prec = len(sweep["precisions"]) > 1 or sweep["precisions"] != ["fp32"]
-    show_layout = len(sweep["layouts"]) > 1 or sweep["layouts"] != ["nchw"]
+    show_layout = len(sweep["layouts"]) > 1 or sweep["layouts"] != ["nchw"] or args.cuda_graphs
     print(render_table(rows, cuda, show_prec, show_layout))
     summary = render_summary(rows, show_prec or show_layout)
     if summary:

@@ -159,7 +159,8 @@ lif_backward_py.register_fake(_fake_backward)
 
 
 def _setup_context(ctx, inputs, output):
-    x, _, _, tau, v_threshold, v_reset, alpha, flags, backend = inputs
+    x, v0, _, tau, v_threshold, v_reset, alpha, flags, backend = inputs
+    ctx.has_v0 = v0 is not None  # no gradient for a scalar v_init
     ctx.args = (tau, v_threshold, v_reset, alpha, flags)
     ctx.backend = backend
     ctx.order = memory_order(x)
@@ -180,7 +181,7 @@ def _backward(ctx, grad_s, grad_v_last, grad_v_seq, _grad_saved):
         grad_s = torch.zeros(shape, dtype=dtype, device=like.device)
     grad_x, grad_v0 = lif_backward_py(grad_s, grad_v_seq, grad_v_last, saved, *ctx.args,
                                       ctx.order, ctx.backend)
-    return (grad_x, grad_v0) + (None,) * 7
+    return (grad_x, grad_v0 if ctx.has_v0 else None) + (None,) * 7
 
 
 lif_forward_py.register_autograd(_backward, setup_context=_setup_context)
