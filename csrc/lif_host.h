@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -105,6 +106,14 @@ inline std::vector<int64_t> memory_order(const at::Tensor& x) {
   return order;
 }
 
+// "[2, 3]": sizes for an error message, formatted by hand (on the H200 machine of 2026-11-28 a
+// TORCH_CHECK whose message streamed an IntArrayRef crashed the process instead of raising).
+inline std::string shape_str(c10::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
 inline std::vector<int64_t> inverse(const std::vector<int64_t>& order) {
   std::vector<int64_t> inv(order.size());
   for (size_t i = 0; i < order.size(); ++i) inv[order[i]] = static_cast<int64_t>(i);
@@ -138,12 +147,20 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward_ho
   const int64_t N = T > 0 ? x.numel() / T : c10::multiply_integers(x.sizes().slice(1));
   at::Tensor v0;
   if (v0_in.has_value() && v0_in->defined()) {
-    TORCH_CHECK(v0_in->sizes() == x_in.sizes().slice(1), "the neuron state has shape ",
-                v0_in->sizes(), " but the input needs ", x_in.sizes().slice(1), " (input ",
-                x_in.sizes(), ", [T, *]): call reset() on the neuron (or "
-                "tssd_fast.reset_net(model)) before feeding a new shape");
-    TORCH_CHECK(v0_in->device() == x_in.device(), "the neuron state is on ", v0_in->device(),
-                " but the input is on ", x_in.device(), ": call reset() after moving the model");
+    if (v0_in->sizes() != x_in.sizes().slice(1)) {
+      const std::string msg = "the neuron state has shape " + shape_str(v0_in->sizes()) +
+                              " but the input needs " + shape_str(x_in.sizes().slice(1)) +
+                              " (input " + shape_str(x_in.sizes()) +
+                              ", [T, *]): call reset() on the neuron (or "
+                              "tssd_fast.reset_net(model)) before feeding a new shape";
+      TORCH_CHECK(false, msg);
+    }
+    if (v0_in->device() != x_in.device()) {
+      const std::string msg = "the neuron state is on " + v0_in->device().str() +
+                              " but the input is on " + x_in.device().str() +
+                              ": call reset() after moving the model";
+      TORCH_CHECK(false, msg);
+    }
     v0 = permuted(*v0_in, torder).to(cdt).contiguous();
   }
   const bool save = (flags & kFlagSave) != 0;

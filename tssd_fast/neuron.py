@@ -137,6 +137,8 @@ class LIFNode(nn.Module):
             fwd = lif_op.traced_forward if _is_compiling() else lif_op.eager_forward
             v = self.v
             if isinstance(v, torch.Tensor):
+                if v.shape != x_seq.shape[1:] or v.device != x_seq.device:
+                    lif_op.check_state(v, x_seq)  # raises, saying to call reset()
                 out = fwd(x_seq, v, 0.0, *self._op_args)
             else:
                 out = fwd(x_seq, None, v, *self._op_args)

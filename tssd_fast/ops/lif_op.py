@@ -200,6 +200,8 @@ def run(backend: str, cfg: LIFConfig, op_args: tuple, x: torch.Tensor, v, store_
         v0, v_init = v, 0.0
     else:
         v0, v_init = None, float(v)
+    if v0 is not None:
+        check_state(v0, x)  # in Python: the op's own check is a backstop
     kind = registry.info(backend).kind
     if kind == CPP_OP:
         spikes, v_last, v_seq, _ = torch.ops.tssd_fast.lif_forward.default(x, v0, v_init,
@@ -208,8 +210,6 @@ def run(backend: str, cfg: LIFConfig, op_args: tuple, x: torch.Tensor, v, store_
         cdt = compute_dtype(x.dtype)
         if v0 is None:
             v0 = torch.full(x.shape[1:], v_init, dtype=cdt, device=x.device)
-        else:
-            check_state(v0, x)
         return lif_multistep_ref(x, v0, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_reset,
                                  surrogate_function, cfg.detach_reset, store_v_seq)
     else:
