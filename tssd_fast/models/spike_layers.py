@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -122,15 +123,24 @@ def pack_spikes(x: torch.Tensor, code: SpikeCode = SPIKES):
     with _no_autocast(x.device.type):
         if code.bits == 1 and code.divisor == 1 and flat.dtype in (torch.float32, torch.float64):
             # one pass: each group of 8 spikes dotted with (1, 2, .., 128) is exact in float
-            planes = flat.unsqueeze(0)
-        else:
-            k = (flat * code.divisor if code.divisor != 1 else flat).to(torch.uint8)
-            shifts = torch.arange(code.bits, device=x.device, dtype=torch.uint8).unsqueeze(-1)
-            planes = ((k.unsqueeze(0) >> shifts) & 1).to(torch.float32)
+            if n % 8:
+                flat = F.pad(flat, (0, 8 - n % 8))
+            return (flat.view(-1, 8) @ _bit_weights(x.device, flat.dtype)).to(torch.uint8).unsqueeze(0), strides
+        k = (flat * code.divisor if code.divisor != 1 else flat).to(torch.uint8)
         if n % 8:
-            planes = F.pad(planes, (0, 8 - n % 8))
-        packed = (planes.view(planes.shape[0], -1, 8) @ _bit_weights(x.device, planes.dtype)).to(torch.uint8)
-    return packed, strides
+            k = F.pad(k, (0, 8 - n % 8))
+        if sys.byteorder == "little":
+            # 8 codes = the 8 bytes of an int64; (v >> j) & 0x01..01 keeps bit j of each byte, and
+            # the multiply gathers those 8 bits into the top byte (no carries: distinct positions)
+            v = k.view(torch.int64)
+            planes = [((((v >> j) & _LOW_BITS) * _GATHER) >> 56).to(torch.uint8) for j in range(code.bits)]
+            return torch.stack(planes), strides
+        planes = ((k.view(1, -1, 8) >> torch.arange(code.bits, device=x.device, dtype=torch.uint8).view(-1, 1, 1)) & 1)
+        return (planes.to(torch.float32) @ _bit_weights(x.device, torch.float32)).to(torch.uint8), strides
+
+
+_LOW_BITS = 0x0101010101010101
+_GATHER = 0x0102040810204080
 
 
 def unpack_spikes(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode = SPIKES) -> torch.Tensor:
@@ -138,14 +148,18 @@ def unpack_spikes(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode =
     n = 1
     for s in shape:
         n *= s
-    table = _bit_table(packed.device, dtype)
     with _no_autocast(packed.device.type):
-        flat = None
-        for j in range(packed.shape[0]):  # bit planes, least significant first
-            plane = F.embedding(packed[j].int(), table).view(-1)
-            flat = plane if j == 0 else flat + plane * (1 << j)  # small integers: exact
-        if code.divisor != 1:
-            flat = flat / code.divisor  # a power of two: exact
+        if code.bits == 1 and code.divisor == 1:
+            flat = F.embedding(packed[0].int(), _bit_table(packed.device, dtype)).view(-1)
+        else:
+            table = _bit_table(packed.device, torch.uint8)
+            k = None
+            for j in range(packed.shape[0]):  # bit planes, least significant first
+                plane = table.index_select(0, packed[j].int()).view(-1)
+                k = plane if j == 0 else k | (plane << j)
+            flat = k.to(dtype)
+            if code.divisor != 1:
+                flat = flat / code.divisor  # a power of two: exact
     return flat[:n].as_strided(tuple(shape), tuple(strides))
 
 
