@@ -326,3 +326,17 @@ def test_demo_digits_smoke(tmp_path, capsys):
     assert "baseline" in out and "test acc % T=1" in out
     table = json.loads((tmp_path / "d.json").read_text())["table"]
     assert table[0]["variant"] == "baseline" and 0 <= table[0]["T2"][0] <= 1
+
+
+def test_memory_modes_train_bit_for_bit_alike(tmp_path):
+    """--memory default / min (less kept for backward) train to the very weights of plain (torch's layers)."""
+    states = {}
+    for mode in ("plain", "default", "min"):
+        out = tmp_path / mode
+        assert main(SYN + ["--epochs", "1", "--max-steps-per-epoch", "2", "--out-dir", out, "--memory", mode]) == 0
+        assert json.loads((out / "config.json").read_text())["config"]["memory"] == mode
+        states[mode] = torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=False)["model"]
+    for mode in ("default", "min"):
+        assert states[mode].keys() == states["plain"].keys()
+        for k, v in states["plain"].items():
+            assert torch.equal(states[mode][k], v), (mode, k)
