@@ -42,6 +42,8 @@ def test_pack_roundtrip_exact_with_layout(code, dtype, byteorder, monkeypatch):
         assert torch.equal(back, v) and back.dtype == dtype
         if v.is_contiguous() or v.is_contiguous(memory_format=torch.channels_last):
             assert back.stride() == v.stride()
+        else:
+            assert back.is_contiguous()
 
 
 def _twin(make, mode="default"):

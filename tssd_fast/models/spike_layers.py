@@ -21,7 +21,8 @@ by the same ATen calls autograd makes, so losses and gradients are bit for bit t
 The input is trusted to be what ``code`` says (the networks of ``tssd_fast.models`` know their
 producers); checking it costs a pass over the tensor, so it is off unless
 ``TSSD_FAST_CHECK_SPIKES=1`` or :func:`check_spikes` turns it on (the tests do). Packing happens
-only when autograd will need the input; without grad these layers are torch's layers.
+only when autograd will need the input; without grad, and under ``torch.compile``, these layers
+are torch's layers.
 """
 from __future__ import annotations
 
@@ -102,14 +103,16 @@ def _bit_table(device, dtype) -> torch.Tensor:
 def _memory_order(x: torch.Tensor):
     """(x's elements as a flat tensor in memory order, the strides to restore x's layout).
 
-    Dense layouts (contiguous, channels_last, any permutation) are read as they lie, so the
-    unpacked tensor has x's exact strides and backward picks the same kernels as autograd would.
+    Contiguous and channels_last tensors are read as they lie and come back with x's exact
+    strides (so backward picks the kernels autograd would); any other layout is read as a
+    contiguous copy and comes back contiguous.
     """
-    order = sorted(range(x.dim()), key=lambda d: x.stride(d), reverse=True)
-    if x.permute(order).is_contiguous():
-        return x.as_strided((x.numel(),), (1,)), x.stride()
+    if x.is_contiguous():
+        return x.reshape(-1), x.stride()
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(-1), x.stride()
     x = x.contiguous()
-    return x.view(-1), x.stride()
+    return x.reshape(-1), x.stride()
 
 
 def pack_spikes(x: torch.Tensor, code: SpikeCode = SPIKES):
@@ -326,7 +329,19 @@ class _ConvBNFn(torch.autograd.Function):
 
 
 def _needs_grad(*tensors) -> bool:
+    """Whether to take the memory-saving path: autograd will keep inputs, and we run eagerly.
+
+    Under torch.compile the layers are torch's layers: dynamo does not trace these autograd
+    functions (their packed intermediates), and the compiler plans its own saved tensors.
+    """
+    if _is_compiling():
+        return False
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _is_compiling() -> bool:
+    fn = getattr(torch.compiler, "is_compiling", None)
+    return bool(fn and fn())
 
 
 def _spike_conv(conv: nn.Conv2d, x: torch.Tensor, code: SpikeCode | None, repeat: _Repeat | None) -> torch.Tensor:
