@@ -7,6 +7,7 @@
                                  the same for several functions timed in interleaved rounds
     copy_bandwidth(device)       GB/s of a large tensor copy (read + write), the "machine limit"
     saved_tensor_bytes(fn)       bytes autograd keeps for backward (unique storages), any device
+    saved_tensor_bytes_by_dtype  the same, split by dtype
     peak_memory_bytes(fn)        extra CUDA memory at the peak of one call (None on CPU)
     rotation_sets(...)           how many input sets to rotate so the cache is not measured
     environment(device)          device, versions, git commit, load: the header of every result
@@ -397,21 +398,30 @@ def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor]
     """Bytes autograd keeps for backward while fn()'s outputs are alive: the unique storages of
     every tensor saved for backward (torch.autograd.graph.saved_tensors_hooks), whatever the
     device, excluding the storages of `exclude` (the inputs the caller holds anyway)."""
+    return sum(saved_tensor_bytes_by_dtype(fn, exclude).values())
+
+
+def saved_tensor_bytes_by_dtype(fn: Callable[[], object],
+                                exclude: Iterable[torch.Tensor] = ()) -> Dict[str, int]:
+    """saved_tensor_bytes split by the dtype of the saved tensors ('float32', 'uint8', ...):
+    a storage is counted once, under the dtype of the first tensor saved from it."""
     excluded = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: Dict[tuple, int] = {}
+    seen: Dict[tuple, tuple] = {}
 
     def pack(t):
         st = t.untyped_storage()
         ptr = st.data_ptr()
         if st.nbytes() and ptr not in excluded:
-            seen[(str(t.device), ptr)] = st.nbytes()
+            seen.setdefault((str(t.device), ptr), (str(t.dtype).replace("torch.", ""), st.nbytes()))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
-    total = sum(seen.values())
+    by: Dict[str, int] = {}
+    for dtype, n in seen.values():
+        by[dtype] = by.get(dtype, 0) + n
     del out
-    return total
+    return by
 
 
 def peak_memory_bytes(fn: Callable[[], object], device) -> Optional[int]:
@@ -758,7 +768,7 @@ def fmt_bytes(n: Optional[float]) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
+        if abs(n) < 1000 or unit == "GiB":  # (1000..1023 would print as 1e+03)
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
         n /= 1024
     return f"{n:.3g} GiB"

@@ -35,6 +35,15 @@ and the batch excluded; the teacher run's graph included); peak (GPU) = extra CU
 the peak of a step above what was allocated before it (weights, gradients, optimizer state and
 the batch excluded).
 
+Memory modes (after the neuron sweep; --memory-modes, --no-memory-modes): the same step with
+the fastest fused tssd_fast neuron in each build_model(memory=...) mode: 'plain' (torch's
+layers keep everything), 'default' (spike inputs kept as bits, the batch once; bitwise plain's
+results, checked: same first loss and same weights after the first optimizer step) and 'min'
+(also recompute every BN input in backward). Per mode: the step time (interleaved) and its
+ratio to plain's, saved bytes split into float and uint8 tensors, the CUDA peak, and how many
+times the batch (or T) fits in plain's activation memory. The neuron sweep itself runs in
+--memory (default 'default'). docs/MEMORY.md explains the modes.
+
 SpikingJelly 2.x has no fused kernel for the paper's Rect surrogate: with the default
 '--neuron paper' its LIFNode runs its torch loop everywhere (sj-torch). '--neuron sj'
 (Sigmoid, hard reset) is the comparison with its fused CUDA / Triton kernels (sj-cuda,
@@ -112,7 +121,7 @@ LOSS_TOL = {"fp32": 1e-3, "bf16": 2e-2}
 SGD = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 CSV_FIELDS = ["timestamp", "device", "device_name", "commit", "torch", "triton", "spikingjelly",
-              "tssd_fast", "torch_threads", "loadavg_1min", "neuron", "arch", "width", "input",
+              "tssd_fast", "torch_threads", "loadavg_1min", "neuron", "memory", "arch", "width", "input",
               "batch", "T", "T_teacher", "method", "precision", "layout", "provider", "kind",
               "median_ms", "p20_ms", "p80_ms", "reps", "img_per_s", "img_per_s_p20",
               "img_per_s_p80", "speedup", "speedup_vs_fp32", "neuron_share", "standin_ms",
@@ -182,12 +191,15 @@ def make_method_for(g: Group):
 class Point:
     """One provider's network, optimizer and step function in one group."""
 
-    def __init__(self, g: Group, p: N.NeuronProvider, x, y, device, seed: int):
+    def __init__(self, g: Group, p: N.NeuronProvider, x, y, device, seed: int,
+                 memory: str = "default"):
         self.g, self.p, self.x, self.y, self.device = g, p, x, y, torch.device(device)
         if p.activate:
             p.activate()
         torch.manual_seed(seed)  # same weights for every provider of the group
-        model = build_model(g.arch, neuron=p.factory, **model_kwargs(g)).to(self.device)
+        # every neuron here emits 0/1 (the stand-in too): the same layers for all of them
+        model = build_model(g.arch, neuron=p.factory, memory=memory, binary_spikes=True,
+                            **model_kwargs(g)).to(self.device)
         if g.layout == "cl":
             model = model.to(memory_format=torch.channels_last)
         self.model = model.train()
@@ -221,11 +233,15 @@ class Point:
         return loss
 
     def saved_bytes(self) -> Optional[int]:
+        by = self.saved_by_dtype()
+        return None if by is None else sum(by.values())
+
+    def saved_by_dtype(self) -> Optional[Dict[str, int]]:
         if self.p.activate:
             self.p.activate()
         exclude = [self.x, *self.model.parameters()]
         try:
-            return harness.saved_tensor_bytes(self.forward, exclude=exclude)
+            return harness.saved_tensor_bytes_by_dtype(self.forward, exclude=exclude)
         except Exception:  # noqa: BLE001 - n/a rather than a failed point
             return None
 
@@ -238,7 +254,7 @@ class Point:
 
 # ------------------------------------------------------------------------------------- sweep
 def _row(g: Group, p: N.NeuronProvider, status: str, **kw) -> dict:
-    r = {"arch": g.arch, "width": g.width, "input": g.inp.name, "batch": g.batch, "T": g.inp.T,
+    r = {"memory": None, "arch": g.arch, "width": g.width, "input": g.inp.name, "batch": g.batch, "T": g.inp.T,
          "T_teacher": None if g.method == "baseline" else g.inp.T_teacher, "method": g.method,
          "precision": g.precision, "layout": g.layout_label, "provider": p.name, "kind": p.kind,
          "median_ms": None, "p20_ms": None, "p80_ms": None, "reps": None, "img_per_s": None,
@@ -251,7 +267,7 @@ def _row(g: Group, p: N.NeuronProvider, status: str, **kw) -> dict:
 
 
 def run_group(g: Group, providers: Sequence[N.NeuronProvider], device, timer, seed: int,
-              progress: Optional[harness.Progress] = None) -> List[dict]:
+              progress: Optional[harness.Progress] = None, memory: str = "default") -> List[dict]:
     """Build every provider's point, check its first step, time all of them interleaved,
     then measure memory. Returns one row per runnable provider."""
     runnable = [p for p in providers if p.skip is None]
@@ -269,7 +285,7 @@ def run_group(g: Group, providers: Sequence[N.NeuronProvider], device, timer, se
             progress.step(f"{tag} {p.name}")
         pt, err = None, None
         try:
-            pt = Point(g, p, x, y, device, seed)
+            pt = Point(g, p, x, y, device, seed, memory)
             t0 = time.perf_counter()
             loss0 = pt.step().item()
             harness.synchronize(device)
@@ -340,6 +356,118 @@ def add_vs_fp32(rows: List[dict]) -> None:
         b = base.get((r["arch"], r["input"], r["method"]))
         if b and r["median_ms"]:
             r["speedup_vs_fp32"] = b / r["median_ms"]
+
+
+# ----------------------------------------------------------------------------- memory modes
+MEMORY_MODES = ("plain", "default", "min")
+MEMORY_CSV_FIELDS = ["timestamp", "device", "device_name", "commit", "torch", "torch_threads",
+                     "loadavg_1min", "neuron", "arch", "width", "input", "batch", "T",
+                     "T_teacher", "method", "precision", "layout", "provider", "memory",
+                     "median_ms", "p20_ms", "p80_ms", "reps", "time_vs_plain", "saved_bytes",
+                     "saved_float_bytes", "saved_int_bytes", "saved_vs_plain", "peak_bytes",
+                     "peak_vs_plain", "loss0", "same_as_plain", "status"]
+
+
+def _same_params(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def run_memory_group(g: Group, p: N.NeuronProvider, modes: Sequence[str], device, timer,
+                     seed: int, progress: Optional[harness.Progress] = None) -> List[dict]:
+    """One network, method and neuron in every memory mode (build_model(memory=...)): the
+    first step checked against 'plain' (same loss, and the same weights after the optimizer
+    step, bit for bit), the steps timed interleaved, then saved bytes (by dtype) and the CUDA
+    peak per mode."""
+    tag = f"{g.arch} {g.inp.name} {g.precision} {g.layout} {g.method}"
+    x, y = make_batch(g, device, seed)
+    base = {"arch": g.arch, "width": g.width, "input": g.inp.name, "batch": g.batch,
+            "T": g.inp.T, "T_teacher": None if g.method == "baseline" else g.inp.T_teacher,
+            "method": g.method, "precision": g.precision, "layout": g.layout,
+            "provider": p.name}
+    rows: Dict[str, dict] = {}
+    points: Dict[str, Point] = {}
+    for mode in modes:
+        if progress is not None:
+            progress.step(f"{tag} memory={mode}")
+        rows[mode] = dict(base, memory=mode, status="ok")
+        try:
+            pt = Point(g, p, x, y, device, seed, memory=mode)
+            rows[mode]["loss0"] = pt.step().item()
+        except Exception as e:  # noqa: BLE001 - reported, the other modes go on
+            rows[mode]["status"] = f"error: {harness.short_error(e)}"
+            continue
+        points[mode] = pt
+    ref = points.get("plain")
+    for mode, pt in points.items():
+        if ref is not None and mode != "plain":
+            same = rows[mode]["loss0"] == rows["plain"]["loss0"] and _same_params(pt.model, ref.model)
+            rows[mode]["same_as_plain"] = same
+            if not same:
+                rows[mode]["status"] = "differs from plain (loss or weights after one step)"
+    timings = harness.measure_interleaved({m: pt.step for m, pt in points.items()}, device, timer)
+    for mode, t in timings.items():
+        if isinstance(t, BaseException):
+            rows[mode]["status"] = f"error while timing: {harness.short_error(t)}"
+            continue
+        rows[mode].update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, reps=t.reps)
+    harness.free_memory(device)
+    for mode, pt in points.items():
+        by = pt.saved_by_dtype()
+        if by is not None:
+            floats = sum(n for d, n in by.items() if d.startswith(("float", "bfloat")))
+            rows[mode].update(saved_bytes=sum(by.values()), saved_float_bytes=floats,
+                              saved_int_bytes=sum(by.values()) - floats)
+        rows[mode]["peak_bytes"] = pt.peak_bytes()
+    points.clear()
+    harness.free_memory(device)
+    plain = rows.get("plain", {})
+    for r in rows.values():
+        for key, ref_key in (("time_vs_plain", "median_ms"), ("saved_vs_plain", "saved_bytes"),
+                             ("peak_vs_plain", "peak_bytes")):
+            if r.get(ref_key) and plain.get(ref_key):
+                r[key] = r[ref_key] / plain[ref_key]
+    return [{k: None for k in MEMORY_CSV_FIELDS} | r for r in rows.values()]
+
+
+def memory_provider(providers: Sequence[N.NeuronProvider]) -> Optional[N.NeuronProvider]:
+    """The neuron of the memory-mode comparison: the first fused tssd_fast backend that runs
+    here ('cpp' on CPU), else the reference."""
+    ok = [p for p in providers if p.skip is None]
+    return next((p for p in ok if p.kind == "tssd"),
+                next((p for p in ok if p.kind == "reference"), None))
+
+
+def render_memory(rows: List[dict], cuda: bool) -> str:
+    """The memory-mode table, and how much more batch (or T) each mode fits in plain's memory."""
+    headers = ["arch", "input", "prec", "layout", "method", "memory", "ms", "p20-p80 ms",
+               "time vs plain", "saved", "float", "bits", "saved vs plain",
+               *(["peak", "peak vs plain"] if cuda else []), "status"]
+    table, fits, last = [], [], None
+    for r in rows:
+        key = (r["arch"], r["input"], r["precision"], r["layout"], r["method"])
+        if last is not None and key != last:
+            table.append([""] * len(headers))
+        last = key
+        timed = r.get("median_ms") is not None
+        table.append([
+            r["arch"], r["input"], r["precision"], r["layout"], r["method"], r["memory"],
+            harness.fmt_ms(r["median_ms"]) if timed else "-",
+            f"{harness.fmt_ms(r['p20_ms'])}-{harness.fmt_ms(r['p80_ms'])}" if timed else "-",
+            _x(r.get("time_vs_plain")), harness.fmt_bytes(r.get("saved_bytes")),
+            harness.fmt_bytes(r.get("saved_float_bytes")),
+            harness.fmt_bytes(r.get("saved_int_bytes")), _pct(r.get("saved_vs_plain")),
+            *([harness.fmt_bytes(r.get("peak_bytes")), _pct(r.get("peak_vs_plain"))]
+              if cuda else []),
+            r["status"] if len(r["status"]) <= 50 else r["status"][:47] + "..."])
+        if r["memory"] != "plain" and r.get("saved_vs_plain"):
+            fits.append(f"  {' '.join(key)} memory={r['memory']}: {1 / r['saved_vs_plain']:.2f}x the "
+                        f"batch (or T) in plain's activation memory"
+                        + (f"; peak {1 / r['peak_vs_plain']:.2f}x smaller" if r.get("peak_vs_plain")
+                           else "")
+                        + (f"; step time {_x(r.get('time_vs_plain'))} plain's"
+                           if r.get("time_vs_plain") else ""))
+    right = set(range(headers.index("ms"), len(headers) - 1))
+    return harness.format_table(headers, table, right) + ("\n\n" + "\n".join(fits) if fits else "")
 
 
 # ------------------------------------------------------------------------------------ report
@@ -544,6 +672,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-standin", action="store_true",
                     help="skip the stand-in run (no neuron %% column)")
     ap.add_argument("--list", action="store_true", help="list the neurons and exit")
+    ap.add_argument("--memory", choices=MEMORY_MODES, default="default",
+                    help="what backward keeps in the neuron sweep (build_model(memory=...); "
+                         "default: 'default')")
+    ap.add_argument("--memory-modes", type=_list_arg(MEMORY_MODES), metavar="LIST",
+                    default=list(MEMORY_MODES),
+                    help="the memory-mode comparison after the sweep (fastest fused neuron, "
+                         "method tssd if swept): saved bytes, CUDA peak and step time per mode "
+                         "(default plain,default,min)")
+    ap.add_argument("--no-memory-modes", action="store_true", help="skip that comparison")
     s = ap.add_argument_group("size")
     s.add_argument("--batch", type=int)
     s.add_argument("--width", type=float, help="channel width multiplier")
@@ -710,14 +847,37 @@ def main(argv=None) -> int:
             for _ in runnable:
                 progress.step(f"{g.arch} {g.inp.name} (time budget spent)")
         else:
-            new = run_group(g, providers, device, sweep["timer"], args.seed, progress)
+            new = run_group(g, providers, device, sweep["timer"], args.seed, progress,
+                            args.memory)
         for r in new:
-            r.update(env_cols, neuron=cfg.describe())
+            r.update(env_cols, neuron=cfg.describe(), memory=args.memory)
         rows += new
         add_vs_fp32(rows)
         if not args.no_csv and args.csv:
             csv_path = harness.append_csv(args.csv, new, CSV_FIELDS)
     progress.close()
+    mem_rows: List[dict] = []
+    mem_p = memory_provider(providers)
+    if not args.no_memory_modes and mem_p is not None and args.memory_modes:
+        mem_method = "tssd" if "tssd" in sweep["methods"] else sweep["methods"][0]
+        mem_groups = list(OrderedDict.fromkeys(
+            Group(a, s, pr, lay, mem_method, sweep["batch"], sweep["width"])
+            for a in sweep["archs"] for s in inputs for pr in sweep["precisions"]
+            for lay in sweep["layouts"]))
+        mprog = harness.Progress(len(mem_groups) * len(args.memory_modes),
+                                 enabled=not args.no_progress)
+        for g in mem_groups:
+            if args.time_budget is not None and time.perf_counter() - t_start > args.time_budget:
+                break
+            new = run_memory_group(g, mem_p, args.memory_modes, device, sweep["timer"],
+                                   args.seed, mprog)
+            for r in new:
+                r.update(env_cols, neuron=cfg.describe())
+            mem_rows += new
+            if not args.no_csv and args.csv:
+                harness.append_csv(Path(args.csv).with_name(Path(args.csv).stem + "_memory.csv"),
+                                   new, MEMORY_CSV_FIELDS)
+        mprog.close()
     wall = time.perf_counter() - t_start
 
     show_prec = len(sweep["precisions"]) > 1 or sweep["precisions"] != ["fp32"]
@@ -730,6 +890,15 @@ def main(argv=None) -> int:
     target = render_target(rows, cuda)
     if target:
         print("\n" + target)
+    if mem_rows:
+        print(f"\nmemory modes ({mem_p.name} neuron; build_model(memory=...), docs/MEMORY.md): "
+              "plain = torch's layers keep everything; default = spike inputs kept as bits, "
+              "the batch once, avg pools keep shapes only (bitwise plain's results); min = "
+              "also recompute each BN input in backward. saved = kept for backward (float = "
+              "fp32/bf16 tensors, bits = uint8: LIF window bits and packed spikes); time vs "
+              "plain = this mode's median step / plain's, timed interleaved"
+              + ("; peak = CUDA memory at the peak of a step" if cuda else "") + ":\n"
+              + render_memory(mem_rows, cuda))
     skipped = [p for p in providers if p.skip is not None]
     if skipped:
         print("\nnot run here:")
@@ -763,7 +932,7 @@ def main(argv=None) -> int:
                  if noisy else "")
               + ("; a negative neuron % (a step timed faster than the stand-in) is noise"
                  if any((r["neuron_share"] or 0) < 0 for r in rows) else ""))
-    bad = [r for r in rows if r["status"].startswith(("differs", "error"))]
+    bad = [r for r in rows + mem_rows if r["status"].startswith(("differs", "error"))]
     if bad:
         print(f"\nWARNING: {len(bad)} point(s) differ or failed: "
               + "; ".join(sorted({f"{r['provider']}: {r['status']}" for r in bad}))[:600])
@@ -781,7 +950,8 @@ def main(argv=None) -> int:
                                "with straight-through gradient in every neuron's place",
         "providers": {p.name: ("runs" if p.skip is None else f"skipped: {p.skip}")
                       for p in providers},
-        "load_end": load_end, "wall_s": wall, "rows": rows},
+        "load_end": load_end, "wall_s": wall, "rows": rows, "memory": args.memory,
+        "memory_rows": mem_rows},
         lambda path: write_plot(path, rows))
     return 1 if (args.strict and bad) else 0
 

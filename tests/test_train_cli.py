@@ -451,3 +451,17 @@ def test_plot_of_a_one_epoch_run_shows_the_epoch_and_both_accuracies(tiny_run):
         assert list(train_line.get_xdata()) == [1]
     finally:
         plt.close(fig)
+
+
+def test_memory_modes_train_bit_for_bit_alike(tmp_path):
+    """--memory default / min (less kept for backward) train to the very weights of plain (torch's layers)."""
+    states = {}
+    for mode in ("plain", "default", "min"):
+        out = tmp_path / mode
+        assert main(SYN + ["--epochs", "1", "--max-steps-per-epoch", "2", "--out-dir", out, "--memory", mode]) == 0
+        assert json.loads((out / "config.json").read_text())["config"]["memory"] == mode
+        states[mode] = torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=False)["model"]
+    for mode in ("default", "min"):
+        assert states[mode].keys() == states["plain"].keys()
+        for k, v in states["plain"].items():
+            assert torch.equal(states[mode][k], v), (mode, k)

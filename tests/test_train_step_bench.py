@@ -71,6 +71,15 @@ def test_cli_tiny_run(tmp_path):
         csv_rows = list(csv.DictReader(f))
     assert len(csv_rows) == len(rows) and set(ts.CSV_FIELDS) <= set(csv_rows[0])
     assert csv_rows[0]["commit"] and csv_rows[0]["neuron"].startswith("paper")
+    # memory modes: one network in plain / default / min, bitwise the same step, less kept
+    assert "memory modes" in out and "the batch (or T)" in out
+    mem = {r["memory"]: r for r in data["memory_rows"]}
+    assert set(mem) == {"plain", "default", "min"} and all(r["status"] == "ok" for r in mem.values())
+    assert mem["default"]["same_as_plain"] and mem["min"]["same_as_plain"]
+    assert mem["min"]["saved_bytes"] < mem["default"]["saved_bytes"] < 0.6 * mem["plain"]["saved_bytes"]
+    assert mem["plain"]["time_vs_plain"] == pytest.approx(1.0) and mem["default"]["time_vs_plain"] > 0
+    with out_csv.with_name(out_csv.stem + "_memory.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 3
 
 
 def test_cli_tiny_amp_channels_last(tmp_path):

@@ -6,6 +6,8 @@ from .base import StagedNet, reset_states, strip_weak
 from .encoding import ann_input, direct_encode, to_sequence
 from .layers import SeqToANN, lif_factory, paper_neuron_kwargs
 from .resnet import SpikingBasicBlock, resnet18, resnet34
+from .spike_layers import (MEMORY_MODES, SPIKES, ConvBN, LeanAvgPool2d, SpikeCode, SpikeConv2d, SpikeLinear,
+                           check_spikes, set_memory_mode)
 from .vgg import vgg9
 from .weak import WeakClassifier
 from .zoo import ARCHITECTURES, build_ann, build_model
@@ -13,5 +15,6 @@ from .zoo import ARCHITECTURES, build_ann, build_model
 __all__ = [
     "StagedNet", "reset_states", "strip_weak", "ann_input", "direct_encode", "to_sequence", "SeqToANN",
     "lif_factory", "paper_neuron_kwargs", "SpikingBasicBlock", "resnet18", "resnet34", "vgg9",
-    "WeakClassifier", "ARCHITECTURES", "build_ann", "build_model",
+    "WeakClassifier", "ARCHITECTURES", "build_ann", "build_model", "MEMORY_MODES", "SPIKES", "ConvBN",
+    "LeanAvgPool2d", "SpikeCode", "SpikeConv2d", "SpikeLinear", "check_spikes", "set_memory_mode",
 ]

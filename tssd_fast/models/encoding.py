@@ -11,10 +11,16 @@ import torch
 
 
 def direct_encode(x: torch.Tensor, T: int) -> torch.Tensor:
-    """Static ``[B, C, H, W]`` → ``[T, B, C, H, W]``: the image repeated at every timestep."""
+    """Static ``[B, C, H, W]`` → ``[T, B, C, H, W]``: the image repeated at every timestep.
+
+    The result is a view of ``x`` expanded over time (stride 0, no copy): the first ``ConvBN`` of
+    a network recognises it and keeps the batch once for backward instead of ``T`` copies
+    (docs/MEMORY.md). Like every expanded view it cannot be written in place; ``.contiguous()``
+    gives a copy.
+    """
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
-    return x.unsqueeze(0).repeat(T, *([1] * x.dim()))
+    return x.unsqueeze(0).expand(T, *x.shape)
 
 
 def to_sequence(x: torch.Tensor, T: int) -> torch.Tensor:

@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from .spike_layers import ConvBN, SpikeCode, SpikeConv2d
+
 NeuronFactory = Callable[[], nn.Module]
 
 
@@ -63,9 +65,30 @@ def resolve_neuron(neuron: NeuronFactory | None, backend: str, neuron_kwargs: di
     return lif_factory(backend, **(neuron_kwargs or {}))
 
 
-def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> SeqToANN:
-    """``Conv2d`` (no bias, 'same' padding) followed by ``BatchNorm2d``, over merged time and batch."""
-    return SeqToANN(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout))
+def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, code: SpikeCode | None = None) -> ConvBN:
+    """``Conv2d`` (no bias, 'same' padding) followed by ``BatchNorm2d``, over merged time and batch.
+
+    ``code``: what the input holds when it is spikes (``spike_layers.SpikeCode``): the conv is
+    then a ``SpikeConv2d`` that keeps it packed for backward; ``None`` for any other input.
+    """
+    args = (cin, cout, kernel, stride, kernel // 2)
+    conv = nn.Conv2d(*args, bias=False) if code is None else SpikeConv2d(*args, bias=False, code=code)
+    return ConvBN(conv, nn.BatchNorm2d(cout))
+
+
+def binary_neuron(neuron: NeuronFactory, spiking: bool, binary_spikes: bool | None) -> bool:
+    """Whether the layers after ``neuron`` may keep their input as bits (spike_layers).
+
+    ``binary_spikes`` decides when given; by default only ``tssd_fast.LIFNode`` is known to emit
+    exactly 0 and 1 (another neuron's outputs are kept as they are unless ``binary_spikes=True``).
+    """
+    if not spiking:
+        return False
+    if binary_spikes is not None:
+        return bool(binary_spikes)
+    import tssd_fast
+
+    return isinstance(neuron(), tssd_fast.LIFNode)
 
 
 def scaled(channels: int, width: float) -> int:

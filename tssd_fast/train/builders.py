@@ -63,7 +63,7 @@ def model_kwargs(cfg: TrainConfig, meta: Dict[str, Any]) -> Dict[str, Any]:
     """Keyword arguments of ``tssd_fast.models.build_model`` / ``build_ann`` shared by both."""
     h, w = meta["input_size"]
     kw: Dict[str, Any] = dict(num_classes=meta["num_classes"], in_channels=meta["in_channels"],
-                              width=cfg.width)
+                              width=cfg.width, memory=cfg.memory)
     if cfg.arch == "vgg9":
         kw["input_size"] = (h, w)
     else:

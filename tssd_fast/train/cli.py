@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weak-stage", dest="weak_stage", type=int, help="stage of the weak classifier (ssd/tssd)")
     g.add_argument("--stem", choices=("auto", "cifar", "imagenet"), help="ResNet stem (auto: imagenet if input >= 112 px)")
     g.add_argument("--backend", help="LIF backend: auto, torch, cpp, cuda, triton, cupy (default auto)")
+    g.add_argument("--memory", choices=("default", "min", "plain"),
+                   help="what backward keeps (docs/MEMORY.md): default = spikes as bits, bitwise the plain "
+                        "results; min = also recompute BN inputs in backward (less memory, slower); plain = torch's layers")
 
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=METHOD_NAMES,

@@ -37,6 +37,7 @@ class TrainConfig:
     weak_stage: Optional[int] = None  # None: the builder's default
     stem: str = "auto"  # resnet stem: auto (imagenet if input >= 112 px), cifar, imagenet
     backend: str = "auto"  # LIF backend
+    memory: str = "default"  # what backward keeps: default (spikes as bits), min (+ BN inputs recomputed), plain
     # method
     method: str = "tssd"
     T: Optional[int] = None
@@ -238,7 +239,8 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
                           ("scheduler", ("step", "cosine", "constant")),
                           ("amp_dtype", ("auto", "bf16", "fp16")),
                           ("dist_backend", ("auto", "gloo", "nccl")),
-                          ("stem", ("auto", "cifar", "imagenet"))):
+                          ("stem", ("auto", "cifar", "imagenet")),
+                          ("memory", ("default", "min", "plain"))):
         if getattr(cfg, name) not in choices:
             raise ValueError(f"{name} must be one of {choices}, got {getattr(cfg, name)!r}")
     if cfg.epochs < 1 and not cfg.eval_only:

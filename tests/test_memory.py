@@ -1,0 +1,228 @@
+"""Training memory (docs/MEMORY.md): spike inputs kept as bits, direct encoding kept once, and
+memory='min' (BN inputs recomputed). Every path is compared bit for bit with torch's own layers
+(memory='plain'), which keep everything."""
+import contextlib
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from tssd_fast.distill import make_method
+from tssd_fast.models import (ConvBN, LeanAvgPool2d, SpikeCode, SpikeConv2d, SpikeLinear, build_model, check_spikes,
+                              direct_encode, set_memory_mode)
+from tssd_fast.models.spike_layers import pack_spikes, unpack_spikes
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CODES = [SpikeCode(), SpikeCode(3), SpikeCode(4, 4)]
+
+
+@pytest.fixture(autouse=True)
+def _checked():
+    check_spikes(True)  # every packed input is verified against its code
+    yield
+    check_spikes(False)
+
+
+def _values(code, shape, dtype=torch.float32):
+    return torch.randint(0, code.max_count + 1, shape).to(dtype) / code.divisor
+
+
+@pytest.mark.parametrize("code", CODES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_pack_roundtrip_exact_with_layout(code, dtype, byteorder, monkeypatch):
+    monkeypatch.setattr(sys, "byteorder", byteorder)  # the portable path must agree with the fast one
+    x = _values(code, (5, 3, 7, 9), dtype)  # 945 values: not a multiple of 8
+    for v in (x, x.contiguous(memory_format=torch.channels_last), x.transpose(1, 3), x[:, 1:]):
+        packed, strides = pack_spikes(v, code)
+        assert packed.dtype == torch.uint8 and packed.shape == (code.bits, (v.numel() + 7) // 8)
+        back = unpack_spikes(packed, v.shape, strides, dtype, code)
+        assert torch.equal(back, v) and back.dtype == dtype
+        if v.is_contiguous() or v.is_contiguous(memory_format=torch.channels_last):
+            assert back.stride() == v.stride()
+        else:
+            assert back.is_contiguous()
+
+
+def _twin(make, mode="default"):
+    torch.manual_seed(1)
+    a = make()
+    torch.manual_seed(1)
+    b = set_memory_mode(make(), "plain")
+    set_memory_mode(a, mode)
+    return a, b
+
+
+def _same_step(a, b, x, amp=None):
+    """Forward + backward of a and of b (plain) on x: outputs and all gradients equal bitwise."""
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ctx = torch.autocast("cpu", dtype=amp) if amp else contextlib.nullcontext()
+    with ctx:
+        ya, yb = a(xa), b(xb)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(ya, yb)
+    assert torch.equal(xa.grad, xb.grad)
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p.grad, q.grad), n
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1, bias=True), dict(groups=2, padding=1),
+                                dict(padding=1, padding_mode="reflect"), dict(kernel_size=1, stride=2)], ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16-autocast"])
+def test_spike_conv2d_is_conv2d_bitwise(kw, layout, amp):
+    kw = dict(kernel_size=3, bias=False) | kw
+    fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
+    a, b = _twin(lambda: SpikeConv2d(4, 6, **kw).to(memory_format=fmt))
+    assert type(b).forward is SpikeConv2d.forward and b.memory == "plain"
+    assert a.state_dict().keys() == nn.Conv2d(4, 6, **kw).state_dict().keys()
+    _same_step(a, b, _values(SpikeCode(), (6, 4, 10, 10)).contiguous(memory_format=fmt), amp)
+
+
+@pytest.mark.parametrize("shape", [(12, 33), (3, 4, 33)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16-autocast"])
+def test_spike_linear_is_linear_bitwise(shape, bias, amp):
+    code = SpikeCode(4, 4)
+    a, b = _twin(lambda: SpikeLinear(33, 7, bias=bias, code=code))
+    _same_step(a, b, _values(code, shape), amp)
+
+
+def test_lean_avg_pool_is_avg_pool_bitwise():
+    a, b = _twin(lambda: LeanAvgPool2d(3, stride=2, padding=1))
+    _same_step(a, b, torch.randn(4, 3, 11, 11))
+    a, b = _twin(lambda: LeanAvgPool2d(2))
+    _same_step(a, b, torch.randn(4, 3, 10, 10).contiguous(memory_format=torch.channels_last))
+
+
+def test_spike_layers_keep_bits_not_floats():
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    x = _values(SpikeCode(), (8, 16, 12, 12)).requires_grad_()
+    conv = SpikeConv2d(16, 8, 3, padding=1, bias=False)
+    pool = LeanAvgPool2d(2)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        conv(x)
+        pool(x)
+    kept = [t for t in saved if t.untyped_storage().data_ptr() not in
+            (conv.weight.untyped_storage().data_ptr(),)]
+    assert [t.dtype for t in kept] == [torch.uint8]
+    assert sum(t.numel() for t in kept) == x.numel() // 8
+
+
+def test_check_rejects_values_outside_the_code():
+    conv = SpikeConv2d(2, 3, 3)
+    with pytest.raises(ValueError, match="does not hold"):
+        conv(torch.randn(1, 2, 5, 5, requires_grad=True))
+    with pytest.raises(ValueError, match="does not hold"):
+        SpikeConv2d(2, 3, 3, code=SpikeCode(2))(torch.full((1, 2, 5, 5), 4.0, requires_grad=True))  # needs 3 bits
+    with pytest.raises(ValueError):
+        SpikeCode(4, 3)  # not a power of two: k / 3 is not exact
+    with pytest.raises(ValueError):
+        set_memory_mode(conv, "tiny")
+
+
+@pytest.mark.parametrize("mode", ["default", "min"])
+@pytest.mark.parametrize("training", [True, False])
+def test_conv_bn_on_direct_encoding_bitwise(mode, training):
+    """ConvBN on an image expanded over time (stride 0) and on spikes, both modes, train and eval."""
+    def make():
+        return ConvBN(nn.Conv2d(3, 5, 3, padding=1, bias=False), nn.BatchNorm2d(5))
+    a, b = _twin(make, mode)
+    a.train(training), b.train(training)
+    img = torch.randn(4, 3, 8, 8, requires_grad=True)
+    img_b = img.detach().clone().requires_grad_()
+    ya, yb = a(direct_encode(img, 3)), b(direct_encode(img_b, 3))
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(ya, yb) and torch.equal(img.grad, img_b.grad)
+    for p, q in zip([*a.parameters(), *a.buffers()], [*b.parameters(), *b.buffers()]):
+        assert torch.equal(p, q) and (p.grad is None or torch.equal(p.grad, q.grad))
+    a, b = _twin(lambda: ConvBN(SpikeConv2d(3, 5, 3, padding=1, bias=True), nn.BatchNorm2d(5)), mode)
+    a.train(training), b.train(training)
+    _same_step(a, b, _values(SpikeCode(), (2, 4, 3, 8, 8)))
+    a, b = _twin(make, mode)  # any input (e.g. DVS frames) kept as it is
+    a.train(training), b.train(training)
+    _same_step(a, b, torch.randn(2, 4, 3, 8, 8))
+
+
+def _saved_bytes(fn, exclude):
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.nbytes() and st.data_ptr() not in excluded:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
+def _tssd_step(arch, memory, amp=None, layout="nchw", training=True, size=32):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 3, size, size, generator=gen), torch.randint(0, 10, (4,), generator=gen)
+    kw = dict(input_size=size) if arch == "vgg9" else dict(stem="imagenet" if size >= 64 else "cifar")
+    model = build_model(arch, num_classes=10, width=0.125, memory=memory, **kw).train(training)
+    if layout == "cl":
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    method = make_method("tssd", T=2, T_teacher=4)
+    ctx = torch.autocast("cpu", dtype=amp) if amp else contextlib.nullcontext()
+    with ctx:
+        (loss, _, _), saved = _saved_bytes(lambda: method.step(model, x, y), [x, *model.parameters()])
+    loss.backward()
+    return model, loss, saved
+
+
+@pytest.mark.parametrize("arch,size", [("vgg9", 32), ("resnet18", 32), ("resnet34", 64)])
+@pytest.mark.parametrize("memory", ["default", "min"])
+def test_tssd_step_bitwise_equal_to_plain_layers(arch, size, memory):
+    """A whole TSSD step (student + teacher + weak classifier): same loss, gradients and BN
+    statistics, bit for bit, as torch's layers; and less kept for backward."""
+    ref, loss_ref, saved_ref = _tssd_step(arch, "plain", size=size)
+    model, loss, saved = _tssd_step(arch, memory, size=size)
+    assert model.state_dict().keys() == ref.state_dict().keys()
+    assert torch.equal(loss, loss_ref)
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        assert torch.equal(p.grad, q.grad), name
+    for (name, b), c in zip(model.named_buffers(), ref.buffers()):
+        assert torch.equal(b, c), name
+    assert saved < (0.6 if memory == "default" else 0.25) * saved_ref
+
+
+@pytest.mark.parametrize("memory", ["default", "min"])
+@pytest.mark.parametrize("amp,layout,training", [(torch.bfloat16, "nchw", True), (None, "cl", True),
+                                                 (None, "nchw", False)], ids=["bf16", "channels_last", "eval"])
+def test_tssd_step_bitwise_autocast_layout_eval(memory, amp, layout, training):
+    ref, loss_ref, _ = _tssd_step("vgg9", "plain", amp, layout, training)
+    model, loss, _ = _tssd_step("vgg9", memory, amp, layout, training)
+    assert torch.equal(loss, loss_ref)
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        assert torch.equal(p.grad, q.grad), name
+
+
+def test_memory_mode_switch_and_other_neurons():
+    model = build_model("vgg9", width=0.125, input_size=32)
+    assert sum(isinstance(m, SpikeConv2d) for m in model.modules()) == 8  # all but the first conv
+    assert all(m.memory == "min" for m in set_memory_mode(model, "min").modules() if hasattr(m, "memory"))
+    # a neuron that is not known to emit 0/1 keeps plain conv inputs (unless binary_spikes=True)
+    relu = build_model("resnet18", width=0.125, neuron=nn.ReLU)
+    assert not any(isinstance(m, SpikeConv2d) for m in relu.modules())
+    assert any(isinstance(m, SpikeConv2d) for m in build_model("resnet18", width=0.125, neuron=nn.ReLU,
+                                                               binary_spikes=True).modules())
+    ann = build_model("vgg9", width=0.125, spiking=False)
+    assert not any(isinstance(m, (SpikeConv2d, SpikeLinear)) for m in ann.modules())
+    with pytest.raises(ValueError):
+        build_model("vgg9", memory="small")

@@ -1,0 +1,483 @@
+"""Layers that keep less for backward when their input is spikes (docs/MEMORY.md).
+
+A convolution keeps its input for the weight gradient. After a LIF neuron that input holds only
+0 and 1 (or, after a 2x2 average pool of spikes, multiples of 1/4; after a residual sum of two
+spike maps, 0, 1 or 2), so it fits in 1 to 3 bits instead of 32. The layers here keep it packed
+8 values per byte per bit plane and unpack it, exactly, in backward; the gradients are computed
+by the same ATen calls autograd makes, so losses and gradients are bit for bit those of
+``nn.Conv2d`` / ``nn.Linear``:
+
+* :class:`SpikeConv2d`, :class:`SpikeLinear`: drop-in subclasses of ``nn.Conv2d`` / ``nn.Linear``
+  (same arguments and state-dict keys) plus ``code=`` (:class:`SpikeCode`, what the input holds).
+* :class:`LeanAvgPool2d`: ``nn.AvgPool2d`` that keeps only its input's shape (its gradient never
+  reads the input; autograd keeps the input anyway).
+* :class:`ConvBN`: conv + BatchNorm over merged time and batch. It keeps a direct-encoded
+  input (the same image at every timestep) once instead of T times, and in ``memory='min'``
+  mode it also drops the BatchNorm input and recomputes it from the packed conv input in backward.
+* :func:`set_memory_mode` switches every such layer of a network between ``'plain'`` (torch's
+  own layers, everything kept), ``'default'`` (packed, bitwise identical) and ``'min'``
+  (+ recompute).
+
+The input is trusted to be what ``code`` says (the networks of ``tssd_fast.models`` know their
+producers); checking it costs a pass over the tensor, so it is off unless
+``TSSD_FAST_CHECK_SPIKES=1`` or :func:`check_spikes` turns it on (the tests do). Packing happens
+only when autograd will need the input; without grad, and under ``torch.compile``, these layers
+are torch's layers.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MEMORY_MODES = ("plain", "default", "min")
+
+_CHECK = [os.environ.get("TSSD_FAST_CHECK_SPIKES", "") not in ("", "0")]
+
+
+def check_spikes(enabled: bool = True) -> None:
+    """Turn on (or off) the check that every packed input really holds the values its code says.
+
+    The check unpacks right after packing and compares with ``torch.equal``; a mismatch raises
+    ``ValueError``. Off by default (``TSSD_FAST_CHECK_SPIKES=1`` turns it on at import).
+    """
+    _CHECK[0] = bool(enabled)
+
+
+@dataclass(frozen=True)
+class SpikeCode:
+    """What a spike-input layer's input holds: ``k / divisor`` for integers ``0 <= k <= max_count``.
+
+    ``SpikeCode()`` = spikes {0, 1}; ``SpikeCode(2)`` = the sum of two spike maps {0, 1, 2}
+    (a ResNet block output); ``SpikeCode(4, 4)`` = a 2x2 average pool of spikes {0, 1/4, .., 1}.
+    ``divisor`` must be a power of two, so ``k / divisor`` is exact in every float dtype and
+    unpacking gives back the very same bits. Kept in ``bits`` = bit length of ``max_count`` bits
+    per value.
+    """
+
+    max_count: int = 1
+    divisor: int = 1
+
+    def __post_init__(self):
+        if not 1 <= self.max_count <= 255:
+            raise ValueError(f"max_count must be in 1..255, got {self.max_count}")
+        if self.divisor < 1 or self.divisor & (self.divisor - 1):
+            raise ValueError(f"divisor must be a power of two, got {self.divisor}")
+
+    @property
+    def bits(self) -> int:
+        """Bits kept per value."""
+        return self.max_count.bit_length()
+
+
+SPIKES = SpikeCode()
+"""Spikes {0, 1}: the output of a LIF neuron."""
+
+
+# ------------------------------------------------------------------------------------ packing
+_WEIGHTS: dict = {}
+_TABLES: dict = {}
+
+
+def _bit_weights(device, dtype) -> torch.Tensor:
+    key = (device, dtype)
+    if key not in _WEIGHTS:
+        _WEIGHTS[key] = (2.0 ** torch.arange(8, dtype=torch.float64)).to(device=device, dtype=dtype)
+    return _WEIGHTS[key]
+
+
+def _bit_table(device, dtype) -> torch.Tensor:
+    """[256, 8]: row b holds the 8 bits of b, least significant first, in ``dtype``."""
+    key = (device, dtype)
+    if key not in _TABLES:
+        table = (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1
+        _TABLES[key] = table.to(device=device, dtype=dtype)
+    return _TABLES[key]
+
+
+def _memory_order(x: torch.Tensor):
+    """(x's elements as a flat tensor in memory order, the strides to restore x's layout).
+
+    Contiguous and channels_last tensors are read as they lie and come back with x's exact
+    strides (so backward picks the kernels autograd would); any other layout is read as a
+    contiguous copy and comes back contiguous.
+    """
+    if x.is_contiguous():
+        return x.reshape(-1), x.stride()
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(-1), x.stride()
+    x = x.contiguous()
+    return x.reshape(-1), x.stride()
+
+
+def pack_spikes(x: torch.Tensor, code: SpikeCode = SPIKES):
+    """Pack ``x`` (values ``k / code.divisor``) into ``[code.bits, ceil(n / 8)]`` uint8 bit planes.
+
+    Returns ``(packed, strides)``; :func:`unpack_spikes` reverses it exactly. Values outside the
+    code are not detected here (see :func:`check_spikes`).
+    """
+    flat, strides = _memory_order(x.detach())
+    n = flat.numel()
+    with _no_autocast(x.device.type):
+        if code.bits == 1 and code.divisor == 1 and flat.dtype in (torch.float32, torch.float64):
+            # one pass: each group of 8 spikes dotted with (1, 2, .., 128) is exact in float
+            if n % 8:
+                flat = F.pad(flat, (0, 8 - n % 8))
+            return (flat.view(-1, 8) @ _bit_weights(x.device, flat.dtype)).to(torch.uint8).unsqueeze(0), strides
+        k = (flat * code.divisor if code.divisor != 1 else flat).to(torch.uint8)
+        if n % 8:
+            k = F.pad(k, (0, 8 - n % 8))
+        if sys.byteorder == "little":
+            # 8 codes = the 8 bytes of an int64; (v >> j) & 0x01..01 keeps bit j of each byte, and
+            # the multiply gathers those 8 bits into the top byte (no carries: distinct positions)
+            v = k.view(torch.int64)
+            planes = [((((v >> j) & _LOW_BITS) * _GATHER) >> 56).to(torch.uint8) for j in range(code.bits)]
+            return torch.stack(planes), strides
+        planes = ((k.view(1, -1, 8) >> torch.arange(code.bits, device=x.device, dtype=torch.uint8).view(-1, 1, 1)) & 1)
+        return (planes.to(torch.float32) @ _bit_weights(x.device, torch.float32)).to(torch.uint8), strides
+
+
+_LOW_BITS = 0x0101010101010101
+_GATHER = 0x0102040810204080
+
+
+def unpack_spikes(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode = SPIKES) -> torch.Tensor:
+    """Inverse of :func:`pack_spikes`: a tensor of ``shape`` / ``strides`` / ``dtype``, bit for bit."""
+    n = 1
+    for s in shape:
+        n *= s
+    with _no_autocast(packed.device.type):
+        if code.bits == 1 and code.divisor == 1:
+            flat = F.embedding(packed[0].int(), _bit_table(packed.device, dtype)).view(-1)
+        else:
+            table = _bit_table(packed.device, torch.uint8)
+            k = None
+            for j in range(packed.shape[0]):  # bit planes, least significant first
+                plane = table.index_select(0, packed[j].int()).view(-1)
+                k = plane if j == 0 else k | (plane << j)
+            flat = k.to(dtype)
+            if code.divisor != 1:
+                flat = flat / code.divisor  # a power of two: exact
+    return flat[:n].as_strided(tuple(shape), tuple(strides))
+
+
+@contextlib.contextmanager
+def _no_autocast(device_type: str):
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type, enabled=False):
+            yield
+    else:
+        yield
+
+
+# ------------------------------------------------------------------------------ kept inputs
+@dataclass(frozen=True)
+class _Repeat:
+    """A direct-encoded input: ``base`` ([B, ...], the image batch) at every one of ``T`` steps."""
+
+    base: torch.Tensor
+    T: int
+
+    def full(self) -> torch.Tensor:
+        """The merged ``[T*B, ...]`` tensor, laid out as ``flatten(0, 1)`` of the expansion lays it."""
+        return self.base.unsqueeze(0).expand(self.T, *self.base.shape).flatten(0, 1)
+
+
+def _keep_input(ctx, x: torch.Tensor, code: SpikeCode | None, repeat: _Repeat | None) -> torch.Tensor:
+    """What to save for ``x``: the image batch once (repeat), packed bits (code), or x itself."""
+    ctx.x_shape, ctx.x_dtype, ctx.code, ctx.repeat_T = tuple(x.shape), x.dtype, None, None
+    if repeat is not None:
+        ctx.repeat_T = repeat.T
+        return repeat.base
+    if code is not None:
+        packed, ctx.x_strides = pack_spikes(x, code)
+        if _CHECK[0] and not torch.equal(unpack_spikes(packed, x.shape, ctx.x_strides, x.dtype, code), x):
+            raise ValueError(f"spike-input layer: the input does not hold only the values of {code} "
+                             "(build the layer without code=, or with memory='plain')")
+        ctx.code = code
+        return packed
+    return x
+
+
+def _restore_input(ctx, kept: torch.Tensor) -> torch.Tensor:
+    if ctx.repeat_T is not None:
+        return _Repeat(kept, ctx.repeat_T).full()
+    if ctx.code is not None:
+        return unpack_spikes(kept, ctx.x_shape, ctx.x_strides, ctx.x_dtype, ctx.code)
+    return kept
+
+
+def _cast(t: torch.Tensor | None, dtype) -> torch.Tensor | None:
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
+# ----------------------------------------------------------------------------- autograd ops
+class _ConvFn(torch.autograd.Function):
+    """F.conv2d forward; backward = aten.convolution_backward on the restored input, as autograd."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, code, repeat):
+        out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)  # autocast casts as usual
+        kept = _keep_input(ctx, x, code, repeat)
+        ctx.save_for_backward(kept, weight, bias)
+        ctx.geometry = (stride, padding, dilation, groups)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        kept, weight, bias = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.geometry
+        cdtype = grad.dtype  # the compute dtype: autocast's, or the input's
+        x = _cast(_restore_input(ctx, kept), cdtype)
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad, x, _cast(weight, cdtype), None if bias is None else [bias.shape[0]], list(stride),
+            list(padding), list(dilation), False, [0] * len(stride), groups, mask)
+        # autocast's casts are differentiable: their backward casts the gradient back
+        return (_cast(gx, ctx.x_dtype) if mask[0] else None, _cast(gw, weight.dtype) if mask[1] else None,
+                _cast(gb, bias.dtype) if mask[2] else None, None, None, None, None, None, None)
+
+
+class _LinearFn(torch.autograd.Function):
+    """F.linear on a 2-D input; backward with the matrix products autograd's addmm/mm formulas use."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, code):
+        out = F.linear(x, weight, bias)
+        ctx.save_for_backward(_keep_input(ctx, x, code, None), weight, bias)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        kept, weight, bias = ctx.saved_tensors
+        cdtype = grad.dtype
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _cast(grad.mm(_cast(weight, cdtype)), ctx.x_dtype)
+        if ctx.needs_input_grad[1]:
+            x = _cast(_restore_input(ctx, kept), cdtype)
+            gw = _cast(grad.t().mm(x), weight.dtype)
+        if bias is not None and ctx.needs_input_grad[2]:
+            gb = _cast(grad.sum(0), bias.dtype)
+        return gx, gw, gb, None
+
+
+class _AvgPoolFn(torch.autograd.Function):
+    """F.avg_pool2d that keeps only the input's shape: its backward never reads the input's values."""
+
+    @staticmethod
+    def forward(ctx, x, args):
+        ctx.meta = (tuple(x.shape), x.stride(), x.dtype, x.device)
+        ctx.args = args
+        return F.avg_pool2d(x, *args)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, strides, dtype, device = ctx.meta
+        like = torch.empty_strided(shape, strides, dtype=dtype, device=device)  # shape and layout only
+        kernel, stride, padding, ceil_mode, count_include_pad, divisor = ctx.args
+        return torch.ops.aten.avg_pool2d_backward(grad, like, kernel, stride, padding, ceil_mode,
+                                                  count_include_pad, divisor), None
+
+
+class _ConvBNFn(torch.autograd.Function):
+    """conv + BatchNorm that keeps neither the BN input nor (for spikes) the dense conv input.
+
+    Forward runs the modules' own computation (running statistics updated once). Backward
+    recomputes conv + BN from the kept input under the forward's autocast state and lets
+    autograd differentiate that, so the gradients are those of the plain layers.
+    """
+
+    @staticmethod
+    def forward(ctx, x, conv_w, conv_b, bn_w, bn_b, conv, bn, code, repeat):
+        z = bn(conv._conv_forward(x, conv_w, conv_b))
+        training = bn.training or (bn.running_mean is None and bn.running_var is None)
+        stats = [] if training or bn.running_mean is None else [bn.running_mean.clone(), bn.running_var.clone()]
+        ctx.save_for_backward(_keep_input(ctx, x, code, repeat), conv_w, conv_b, bn_w, bn_b, *stats)
+        ctx.modules, ctx.training = (conv, bn), training
+        dev = x.device.type
+        ctx.autocast = (dev, torch.is_autocast_enabled(dev) if dev in ("cpu", "cuda") else False,
+                        torch.get_autocast_dtype(dev) if dev in ("cpu", "cuda") else None)
+        return z
+
+    @staticmethod
+    def backward(ctx, grad):
+        kept, conv_w, conv_b, bn_w, bn_b, *stats = ctx.saved_tensors
+        conv, bn = ctx.modules
+        leaves = [_restore_input(ctx, kept), conv_w, conv_b, bn_w, bn_b]
+        leaves = [None if t is None else t.detach().requires_grad_(need)
+                  for t, need in zip(leaves, ctx.needs_input_grad)]
+        if ctx.training:
+            # batch statistics: the running buffers only receive an update, thrown away here
+            stats = [] if bn.running_mean is None else [torch.zeros_like(bn.running_mean),
+                                                        torch.ones_like(bn.running_var)]
+        rm, rv = stats if stats else (None, None)
+        dev, enabled, dtype = ctx.autocast
+        amp = torch.autocast(dev, dtype=dtype, enabled=enabled) if enabled else contextlib.nullcontext()
+        with torch.enable_grad(), amp:
+            y = conv._conv_forward(leaves[0], leaves[1], leaves[2])
+            z = F.batch_norm(y, rm, rv, leaves[3], leaves[4], ctx.training, 0.0, bn.eps)
+        wanted = [t for t, need in zip(leaves, ctx.needs_input_grad) if t is not None and need]
+        grads = iter(torch.autograd.grad(z, wanted, grad, allow_unused=True))
+        out = [next(grads) if t is not None and need else None for t, need in zip(leaves, ctx.needs_input_grad)]
+        return (*out, None, None, None, None)
+
+
+def _needs_grad(*tensors) -> bool:
+    """Whether to take the memory-saving path: autograd will keep inputs, and we run eagerly.
+
+    Under torch.compile the layers are torch's layers: dynamo does not trace these autograd
+    functions (their packed intermediates), and the compiler plans its own saved tensors.
+    """
+    if _is_compiling():
+        return False
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _is_compiling() -> bool:
+    fn = getattr(torch.compiler, "is_compiling", None)
+    return bool(fn and fn())
+
+
+def _spike_conv(conv: nn.Conv2d, x: torch.Tensor, code: SpikeCode | None, repeat: _Repeat | None) -> torch.Tensor:
+    """``conv(x)`` keeping ``x`` packed (code) or once (repeat); torch's conv when nothing needs a gradient."""
+    if not _needs_grad(x, conv.weight, conv.bias):
+        return nn.Conv2d.forward(conv, x)
+    padding = conv.padding
+    if conv.padding_mode != "zeros":  # pad first, as nn.Conv2d does; padding copies values, the code holds
+        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+        padding, repeat = (0, 0), None
+    if isinstance(padding, str):  # 'same' / 'valid': let torch resolve it, keep x as is
+        return nn.Conv2d.forward(conv, x)
+    return _ConvFn.apply(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups, code, repeat)
+
+
+# -------------------------------------------------------------------------------------- modules
+class SpikeConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose backward keeps its input packed to ``code.bits`` bits per value.
+
+    Same arguments, parameters and state-dict keys as ``nn.Conv2d``, plus ``code``
+    (:class:`SpikeCode`, default: spikes {0, 1}) saying what the input holds. Losses and
+    gradients are bit for bit those of ``nn.Conv2d`` (tested), in fp32, fp16/bf16 and under
+    autocast. The input must hold only the values of ``code`` (a LIF output): it is trusted, not
+    checked, unless :func:`check_spikes` is on. ``memory='plain'`` (or :func:`set_memory_mode`)
+    makes it a plain ``nn.Conv2d``.
+    """
+
+    def __init__(self, *args, code: SpikeCode = SPIKES, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.code = code
+        self.memory = "default"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.memory == "plain":
+            return super().forward(x)
+        return _spike_conv(self, x, self.code, None)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"{super().extra_repr()}, code={self.code}, memory={self.memory!r}"
+
+
+class SpikeLinear(nn.Linear):
+    """``nn.Linear`` whose backward keeps its input packed to ``code.bits`` bits per value.
+
+    Same arguments, parameters and state-dict keys as ``nn.Linear``, plus ``code``
+    (:class:`SpikeCode`). Inputs of any rank are merged to 2-D (as ``F.linear`` does for
+    contiguous inputs). Bit for bit ``nn.Linear``'s loss and gradients for 2-D and 3-D inputs
+    (tested); the input is trusted as for :class:`SpikeConv2d`.
+    """
+
+    def __init__(self, *args, code: SpikeCode = SPIKES, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.code = code
+        self.memory = "default"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.memory == "plain" or x.dim() < 2 or not _needs_grad(x, self.weight, self.bias):
+            return super().forward(x)
+        out = _LinearFn.apply(x.reshape(-1, x.shape[-1]), self.weight, self.bias, self.code)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"{super().extra_repr()}, code={self.code}, memory={self.memory!r}"
+
+
+class LeanAvgPool2d(nn.AvgPool2d):
+    """``nn.AvgPool2d`` that keeps only its input's shape for backward (any input, not only spikes).
+
+    Average pooling's gradient does not depend on the input's values, but autograd keeps the
+    input; this keeps nothing. Gradients are bit for bit ``nn.AvgPool2d``'s (same ATen backward).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.memory = "default"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.memory == "plain" or not _needs_grad(x):
+            return super().forward(x)
+        args = (self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                self.divisor_override)
+        args = tuple(_pair(a) if i < 3 else a for i, a in enumerate(args))
+        return _AvgPoolFn.apply(x, args)
+
+
+def _pair(v):
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+class ConvBN(nn.Sequential):
+    """``Conv2d`` + ``BatchNorm2d`` on a ``[T, B, ...]`` sequence over the merged ``T*B`` axis.
+
+    The same computation and state-dict keys as ``SeqToANN(conv, bn)``. What it keeps for backward
+    depends on ``memory`` (:func:`set_memory_mode`):
+
+    * ``'plain'``: what torch keeps (the conv input and the BN input).
+    * ``'default'``: a :class:`SpikeConv2d` keeps its input packed; a direct-encoded input (a
+      sequence expanded over time with stride 0, see ``models.direct_encode``) is kept once,
+      ``[B, ...]``, instead of ``T`` times. Bitwise the plain results.
+    * ``'min'``: also drops the BN input (the conv output) and recomputes conv + BN in backward
+      from the kept input: one more conv and BN forward per step. Forward hooks of the conv and
+      the BN do not fire in this mode while gradients are recorded.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d):
+        super().__init__(conv, bn)
+        self.memory = "default"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        T, B = x.shape[:2]
+        conv, bn = self[0], self[1]
+        if self.memory == "plain" or not _needs_grad(x, *conv.parameters(), *bn.parameters()):
+            y = bn(conv(x.flatten(0, 1)))
+            return y.reshape(T, B, *y.shape[1:])
+        repeat = _Repeat(x[0], T) if T > 1 and x.stride(0) == 0 else None
+        code = conv.code if isinstance(conv, SpikeConv2d) and conv.memory != "plain" else None
+        flat = x.flatten(0, 1)
+        if self.memory == "min":
+            y = _ConvBNFn.apply(flat, conv.weight, conv.bias, bn.weight, bn.bias, conv, bn, code, repeat)
+        elif repeat is not None:
+            y = bn(_spike_conv(conv, flat, None, repeat))
+        else:
+            y = bn(conv(flat))
+        return y.reshape(T, B, *y.shape[1:])
+
+
+def set_memory_mode(module: nn.Module, mode: str) -> nn.Module:
+    """Set ``memory`` = ``mode`` (``'plain'``, ``'default'`` or ``'min'``) on every layer of this module.
+
+    ``'plain'`` gives torch's own layers' behaviour; ``'default'`` keeps spike inputs packed and
+    direct-encoded inputs once (bitwise the same results); ``'min'`` also recomputes each
+    :class:`ConvBN`'s BatchNorm input in backward. Returns ``module``.
+    """
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {MEMORY_MODES}, got {mode!r}")
+    for m in module.modules():
+        if isinstance(m, (SpikeConv2d, SpikeLinear, LeanAvgPool2d, ConvBN)):
+            m.memory = mode  # only ConvBN tells 'min' from 'default'
+    return module
