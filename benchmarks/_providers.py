@@ -36,7 +36,7 @@ class Skip(Exception):
 # ------------------------------------------------------------------------------------ neuron
 @dataclass(frozen=True)
 class NeuronConfig:
-    """The LIF neuron every provider runs (shared NEURON.md); v_reset None = soft reset."""
+    """The LIF neuron every provider runs (docs/NEURON.md); v_reset None = soft reset."""
 
     name: str = "paper"
     tau: float = 2.0

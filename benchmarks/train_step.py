@@ -306,6 +306,11 @@ def run_group(g: Group, providers: Sequence[N.NeuronProvider], device, timer, se
         r["loss0_ref"] = loss_ref
         if r["status"] != "ok" or r["kind"] == "standin" or loss_ref is None:
             continue
+        if g.launch == "graph":
+            # the first graphed call is the 3rd step (2 warm-up steps): after two updates the
+            # fused backward's last-bit differences from autograd's flip spikes, so the loss
+            # is no check here; tests/test_cuda_graph.py checks replay against eager
+            continue
         rel = abs(r["loss0"] - loss_ref) / max(abs(loss_ref), 1e-12)
         if not math.isfinite(r["loss0"]) or rel > tol:
             why = " (SpikingJelly keeps V in bf16)" if r["kind"] == "sj" and \

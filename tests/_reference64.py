@@ -1,8 +1,8 @@
-"""The tests' oracle, written from shared NEURON.md alone (no tssd_fast code).
+"""The tests' oracle, written from docs/NEURON.md alone (no tssd_fast code).
 
-Forward runs in the given compute dtype with NEURON.md's operation order, so fp32 spikes must be
+Forward runs in the given compute dtype with docs/NEURON.md's operation order, so fp32 spikes must be
 bitwise equal to any correct fp32 backend, and fp64 spikes to any fp64 backend. Backward is the
-explicit BPTT of NEURON.md, in float64, from the forward's H: an independent check of both the
+explicit BPTT of docs/NEURON.md, in float64, from the forward's H: an independent check of both the
 fused kernels and the autograd of the pure-PyTorch backend.
 """
 import itertools
@@ -53,7 +53,7 @@ def all_neurons(tau=2.0, v_threshold=1.0):
 
 
 def surrogate_grad64(u: torch.Tensor, n: Neuron) -> torch.Tensor:
-    """dS/dH in float64 at u = H - v_threshold (NEURON.md)."""
+    """dS/dH in float64 at u = H - v_threshold (docs/NEURON.md)."""
     u = u.double()
     a = n.alpha
     if n.surrogate == "Rect":
@@ -65,7 +65,7 @@ def surrogate_grad64(u: torch.Tensor, n: Neuron) -> torch.Tensor:
 
 
 def forward(x: torch.Tensor, v0: torch.Tensor, n: Neuron, cdt: torch.dtype):
-    """x [T, N] -> (S, H, V) each [T, N] in cdt, NEURON.md order."""
+    """x [T, N] -> (S, H, V) each [T, N] in cdt, docs/NEURON.md order."""
     x = x.to(cdt)
     v = v0.to(cdt).clone()
     vr = 0.0 if n.v_reset is None else n.v_reset
@@ -91,7 +91,7 @@ def forward(x: torch.Tensor, v0: torch.Tensor, n: Neuron, cdt: torch.dtype):
 def backward(H: torch.Tensor, S: torch.Tensor, n: Neuron, grad_s: torch.Tensor,
              grad_v_last: Optional[torch.Tensor] = None,
              grad_v_seq: Optional[torch.Tensor] = None):
-    """Explicit BPTT of NEURON.md in float64: returns (grad_x [T, N], grad_v0 [N])."""
+    """Explicit BPTT of docs/NEURON.md in float64: returns (grad_x [T, N], grad_v0 [N])."""
     H, S, gs = H.double(), S.double(), grad_s.double()
     T, N = gs.shape
     gv = torch.zeros(N, dtype=torch.float64) if grad_v_last is None else grad_v_last.double().clone()

@@ -1,4 +1,4 @@
-"""LIFNode, the module layer: state semantics of shared NEURON.md ('s' and 'm' modes, .v,
+"""LIFNode, the module layer: state semantics of docs/NEURON.md ('s' and 'm' modes, .v,
 .v_seq, reset, reset_net), defaults matching SpikingJelly's LIFNode, every backend."""
 import inspect
 

@@ -5,7 +5,7 @@ the same numbers as csrc/lif_step.h). They follow SpikingJelly's classes of the 
 (same `alpha` defaults and formulas), and `surrogate_spec` also recognises SpikingJelly's own
 objects of those classes, without importing spikingjelly.
 
-Derivatives, u = H - v_threshold (shared NEURON.md):
+Derivatives, u = H - v_threshold (docs/NEURON.md):
     Rect(alpha):    alpha * 1{|u| < 0.5/alpha}
     Sigmoid(alpha): alpha * sig(alpha u) * (1 - sig(alpha u))
     ATan(alpha):    (alpha/2) / (1 + (pi/2 * alpha * u)^2)

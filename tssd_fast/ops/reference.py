@@ -1,7 +1,7 @@
 """The pure-PyTorch LIF: a plain autograd loop over time (backend 'torch').
 
 It is the oracle every fused backend is compared with, and the baseline of the benchmarks.
-Operation order follows shared NEURON.md and SpikingJelly's reference, and is the order of
+Operation order follows docs/NEURON.md and SpikingJelly's reference, and is the order of
 csrc/lif_step.h, so fp32 spikes agree bitwise with the fused kernels.
 """
 from typing import Callable, Optional, Tuple
