@@ -72,6 +72,19 @@ using BackwardLauncher = void (*)(const BackwardArgs&);
 using EmptyFn = at::Tensor (*)(c10::IntArrayRef sizes, at::ScalarType dtype,
                                const at::Tensor& like);
 
+// The scalars and sizes both directions carry.
+template <typename Args>
+void set_scalars(Args& a, double tau, double v_threshold, double v_reset, double alpha,
+                 int64_t flags, int64_t T, int64_t N) {
+  a.tau = tau;
+  a.v_threshold = v_threshold;
+  a.v_reset = v_reset;
+  a.alpha = alpha;
+  a.flags = flags;
+  a.T = T;
+  a.N = N;
+}
+
 // Tests fill every fresh output with NaN (0xA5 for bytes) so an unwritten element cannot pass
 // (tssd_fast.ops._alloc.poison sets this in each compiled module).
 inline bool& poison_flag() {
@@ -174,13 +187,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward_ho
   if (save && !bits) a.h = fresh(empty, x, {T, N}, cdt);
   if (bits) a.bits = fresh(empty, x, {lif_window_rows(static_cast<int>(T)), N}, at::kByte);
   a.v_init = v_init;
-  a.tau = tau;
-  a.v_threshold = v_threshold;
-  a.v_reset = v_reset;
-  a.alpha = alpha;
-  a.flags = flags;
-  a.T = T;
-  a.N = N;
+  set_scalars(a, tau, v_threshold, v_reset, alpha, flags, T, N);
   if (T == 0 || N == 0) {
     if (v0.defined()) {
       a.v_last.copy_(v0);
@@ -228,13 +235,7 @@ inline std::tuple<at::Tensor, at::Tensor> lif_backward_host(
   }
   a.grad_x = fresh(empty, gs, gs.sizes(), gs.scalar_type());
   a.grad_v0 = fresh(empty, gs, gs.sizes().slice(1), cdt);
-  a.tau = tau;
-  a.v_threshold = v_threshold;
-  a.v_reset = v_reset;
-  a.alpha = alpha;
-  a.flags = flags;
-  a.T = T;
-  a.N = N;
+  set_scalars(a, tau, v_threshold, v_reset, alpha, flags, T, N);
   if (T == 0 || N == 0) {
     if (a.grad_v_last.defined()) {
       a.grad_v0.copy_(a.grad_v_last);
@@ -263,6 +264,32 @@ inline std::tuple<at::Tensor, at::Tensor> lif_backward_host(
   const std::vector<int64_t> inv = order.empty() ? order : inverse(order);
   const std::vector<int64_t> tinv = order.empty() ? order : inverse(torder);
   return {permuted(a.grad_x, inv), permuted(a.grad_v0, tinv)};
+}
+
+// The device kernels as registered: a device check, then the shared host path with the device's
+// launchers and allocator (csrc/cpu/lif_cpu.cpp and csrc/cuda/lif_cuda.cu instantiate these).
+template <c10::DeviceType D>
+void check_device(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().type() == D, "tssd_fast: ", name, " must be a ", c10::DeviceTypeName(D),
+              " tensor for this kernel, got ", t.device().str());
+}
+
+template <c10::DeviceType D, ForwardLauncher launch, EmptyFn empty>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward_on(
+    const at::Tensor& x, const std::optional<at::Tensor>& v0, double v_init, double tau,
+    double v_threshold, double v_reset, double alpha, int64_t flags) {
+  check_device<D>(x, "x");
+  return lif_forward_host(x, v0, v_init, tau, v_threshold, v_reset, alpha, flags, launch, empty);
+}
+
+template <c10::DeviceType D, BackwardLauncher launch, EmptyFn empty>
+std::tuple<at::Tensor, at::Tensor> lif_backward_on(
+    const at::Tensor& grad_s, const std::optional<at::Tensor>& grad_v_seq,
+    const std::optional<at::Tensor>& grad_v_last, const at::Tensor& saved, double tau,
+    double v_threshold, double v_reset, double alpha, int64_t flags, c10::IntArrayRef order) {
+  check_device<D>(grad_s, "grad_s");
+  return lif_backward_host(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_reset,
+                           alpha, flags, order, launch, empty);
 }
 
 }  // namespace tssd_fast

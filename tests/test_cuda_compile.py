@@ -64,6 +64,52 @@ def test_cu_file_compiles_for_sm90(cu, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert (tmp_path / "out.o").stat().st_size > 0
+    if cu.name == "lif_cuda.cu" and CUOBJDUMP is not None:
+        _check_128_bit_accesses(tmp_path / "out.o")
+
+
+def _cuobjdump():
+    for cand in (shutil.which("cuobjdump"), os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"),
+                                                         "bin", "cuobjdump")):
+        if cand and os.path.isfile(cand):
+            return cand
+    try:  # triton's wheel ships one
+        import triton
+        cand = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+        return str(cand) if cand.is_file() else None
+    except ImportError:
+        return None
+
+
+CUOBJDUMP = _cuobjdump()
+# lif_{forward,backward}_kernel<S, A, VEC, SAVE|SURR, STORE_V|BITS> as mangled by nvcc
+_KERNEL = re.compile(r"lif_(forward|backward)_kernelI(NS0_6bf16_tEf|NS0_5f16_tEf|ff|dd)"
+                     r"Li(\d)ELi(\d)ELb([01])E")
+_VEC16 = {"NS0_6bf16_tEf": 8, "NS0_5f16_tEf": 8, "ff": 4, "dd": 2}  # 16 bytes of storage
+
+
+def _check_128_bit_accesses(obj: Path):
+    """Every kernel instantiated with 16 bytes of storage per thread and row reads and writes
+    x / spikes / H / V / gradients with 128-bit accesses (LDG.E.128 / STG.E.128); only the
+    Rect window bits (VEC bytes per thread) may use a narrower access."""
+    sass = subprocess.run([CUOBJDUMP, "-sass", str(obj)], capture_output=True, text=True,
+                          timeout=300).stdout
+    checked = 0
+    for body in re.split(r"\n\s*Function : ", sass)[1:]:
+        m = _KERNEL.search(body.split("\n", 1)[0])
+        if m is None or int(m.group(3)) != _VEC16[m.group(2)]:
+            continue
+        direction, save_or_surr, flag = m.group(1), int(m.group(4)), m.group(5) == "1"
+        has_bits = (direction == "forward" and save_or_surr == 2) or (direction == "backward"
+                                                                      and flag)
+        accesses = re.findall(r"\b((?:LDG|STG)\.E[.\w]*)", body)
+        wide = [a for a in accesses if ".128" in a]
+        narrow = [a for a in accesses if ".128" not in a]
+        assert any(a.startswith("LDG") for a in wide) and any(a.startswith("STG") for a in wide), \
+            (m.group(0), accesses)
+        assert len(narrow) <= (3 if has_bits else 0), (m.group(0), narrow)
+        checked += 1
+    assert checked >= 40, f"only {checked} 16-byte kernels found in the SASS"
 
 
 def _entries(ptx: str):

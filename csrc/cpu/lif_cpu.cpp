@@ -185,32 +185,14 @@ at::Tensor empty_cpu(c10::IntArrayRef sizes, at::ScalarType dtype, const at::Ten
   return at::Tensor(at::detail::empty_cpu(sizes, dtype, /*pin_memory=*/false, std::nullopt));
 }
 
-void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "tssd_fast cpp backend: ", name, " must be on the CPU, got ",
-              t.device());
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward_cpu(
-    const at::Tensor& x, const std::optional<at::Tensor>& v0, double v_init, double tau,
-    double v_threshold, double v_reset, double alpha, int64_t flags) {
-  check_cpu(x, "x");
-  return lif_forward_host(x, v0, v_init, tau, v_threshold, v_reset, alpha, flags,
-                          &launch_forward, &empty_cpu);
-}
-
-std::tuple<at::Tensor, at::Tensor> lif_backward_cpu(
-    const at::Tensor& grad_s, const std::optional<at::Tensor>& grad_v_seq,
-    const std::optional<at::Tensor>& grad_v_last, const at::Tensor& saved, double tau,
-    double v_threshold, double v_reset, double alpha, int64_t flags, c10::IntArrayRef order) {
-  check_cpu(grad_s, "grad_s");
-  return lif_backward_host(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_reset,
-                           alpha, flags, order, &launch_backward, &empty_cpu);
-}
-
 }  // namespace
 }  // namespace tssd_fast
 
 TORCH_LIBRARY_IMPL(tssd_fast, CPU, m) {
-  m.impl("lif_forward", &tssd_fast::lif_forward_cpu);
-  m.impl("lif_backward", &tssd_fast::lif_backward_cpu);
+  using tssd_fast::launch_backward;
+  using tssd_fast::launch_forward;
+  m.impl("lif_forward", &tssd_fast::lif_forward_on<c10::DeviceType::CPU, &launch_forward,
+                                                   &tssd_fast::empty_cpu>);
+  m.impl("lif_backward", &tssd_fast::lif_backward_on<c10::DeviceType::CPU, &launch_backward,
+                                                     &tssd_fast::empty_cpu>);
 }

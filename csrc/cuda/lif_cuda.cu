@@ -220,35 +220,16 @@ at::Tensor empty_cuda(c10::IntArrayRef sizes, at::ScalarType dtype, const at::Te
   return at::Tensor(at::detail::empty_cuda(sizes, dtype, like.device(), std::nullopt));
 }
 
-void check_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), "tssd_fast cuda backend: ", name, " must be a CUDA tensor, got ",
-              t.device());
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward_cuda(
-    const at::Tensor& x, const std::optional<at::Tensor>& v0, double v_init, double tau,
-    double v_threshold, double v_reset, double alpha, int64_t flags) {
-  check_cuda(x, "x");
-  return lif_forward_host(x, v0, v_init, tau, v_threshold, v_reset, alpha, flags,
-                          &launch_forward, &empty_cuda);
-}
-
-std::tuple<at::Tensor, at::Tensor> lif_backward_cuda(
-    const at::Tensor& grad_s, const std::optional<at::Tensor>& grad_v_seq,
-    const std::optional<at::Tensor>& grad_v_last, const at::Tensor& saved, double tau,
-    double v_threshold, double v_reset, double alpha, int64_t flags, c10::IntArrayRef order) {
-  check_cuda(grad_s, "grad_s");
-  return lif_backward_host(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_reset,
-                           alpha, flags, order, &launch_backward, &empty_cuda);
-}
-
 }  // namespace
 }  // namespace cuda
 }  // namespace tssd_fast
 
 TORCH_LIBRARY_IMPL(tssd_fast, CUDA, m) {
-  m.impl("lif_forward", &tssd_fast::cuda::lif_forward_cuda);
-  m.impl("lif_backward", &tssd_fast::cuda::lif_backward_cuda);
+  namespace tc = tssd_fast::cuda;
+  m.impl("lif_forward", &tssd_fast::lif_forward_on<c10::DeviceType::CUDA, &tc::launch_forward,
+                                                   &tc::empty_cuda>);
+  m.impl("lif_backward", &tssd_fast::lif_backward_on<c10::DeviceType::CUDA,
+                                                     &tc::launch_backward, &tc::empty_cuda>);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -8,6 +8,7 @@
 
 Use them through tssd_fast.ops.registry (info, backends, why_unavailable), not directly.
 """
+import importlib
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
@@ -33,3 +34,14 @@ class Backend:
     dtypes: Tuple[torch.dtype, ...]
     devices: Callable[[], Tuple[str, ...]]
     load: Callable[[], tuple]
+
+
+def python_launcher(module_name: str) -> tuple:
+    """load() of a PY_LAUNCHER backend: tssd_fast.ops.<module_name>.launcher(), or (None, why)
+    when the module does not import or its launcher() is None (the module says why)."""
+    try:
+        mod = importlib.import_module(f"tssd_fast.ops.{module_name}")
+    except Exception as e:  # noqa: BLE001 - an optional backend must never break import
+        return None, f"tssd_fast.ops.{module_name} failed to import: {e}"
+    launcher = mod.launcher()
+    return (launcher, "") if launcher is not None else (None, mod.unavailable_reason())
