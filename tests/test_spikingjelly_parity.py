@@ -72,3 +72,51 @@ def test_same_spikes_and_gradients_as_spikingjelly(backend, mode, cfg):
     torch.testing.assert_close(gx, ref_gx, rtol=1e-5, atol=1e-6)
     for a, b in zip(gw, ref_gw):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------- SpikingJelly's own utilities
+def test_detach_net_gives_truncated_bptt_like_spikingjelly():
+    # functional.detach_net calls m.detach() on every stateful module: a second backward after
+    # it must work, and the gradients must match SpikingJelly's LIFNode chunk by chunk.
+    cfg = CONFIGS[1]
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, 12) * 2
+    results = []
+    for make in (lambda: neuron.LIFNode(**cfg, step_mode="m"),
+                 lambda: tssd_fast.LIFNode(**cfg, step_mode="m", backend="cpp")):
+        torch.manual_seed(1)
+        net = nn.Sequential(nn.Linear(12, 8), make())
+        grads = []
+        for chunk in x.split(2):  # three chunks of 2 steps, state carried, graph cut between
+            net(chunk).sum().backward()
+            grads.append(net[0].weight.grad.clone())
+            net.zero_grad()
+            sjf.detach_net(net)
+        results.append(grads)
+    for g_sj, g_ours in zip(*results):
+        torch.testing.assert_close(g_ours, g_sj, rtol=1e-5, atol=1e-6)
+
+
+def test_op_counter_counts_the_fused_op():
+    from spikingjelly.activation_based import op_counter
+    from tssd_fast.counting import flop_rules, memory_access_rules
+    T, N = 4, 30
+    x = torch.randn(T, N, requires_grad=True)
+    node = tssd_fast.LIFNode(v_reset=None, decay_input=False, step_mode="m", backend="cpp",
+                             surrogate_function=tssd_fast.surrogate.Rect())
+    flops = op_counter.FlopCounter(extra_rules=flop_rules())
+    mem = op_counter.MemoryAccessCounter(extra_rules=memory_access_rules())
+    with op_counter.DispatchCounterMode([flops, mem], strict=True):  # strict: every op has a rule
+        node(x).sum().backward()  # (its module tracker needs a scalar's backward)
+    counted = flops.get_total()
+    # forward 8 per neuron-step (soft reset); backward from the window bits: 1 + 2 + 3 + 1 + 1;
+    # plus what SpikingJelly's own rules count for sum() and its backward
+    assert (8 + 8) * T * N <= counted < (8 + 8 + 4) * T * N, counted
+    fwd_only = op_counter.FlopCounter(extra_rules=flop_rules())
+    with op_counter.DispatchCounterMode([fwd_only], strict=True), torch.no_grad():
+        node.reset()
+        node(x)
+    assert fwd_only.get_total() == 8 * T * N
+    # bytes: forward reads x, writes spikes, v_last and the bits; backward reads grad_s and
+    # the bits, writes grad_x (4-byte floats, ceil(T/8) x N bytes of bits)
+    assert mem.get_total() >= (4 * T * N) * 4 + 4 * N + 2 * N
