@@ -301,14 +301,16 @@ def configure_determinism(threads: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-@__import__("torch").no_grad()
 def accuracy(model, x, y, T: int, batch: int = 512) -> float:
     """Top-1 accuracy of the spiking ``model`` (eval mode, time-averaged logits) at ``T`` steps."""
+    import torch
+
     was = model.training
     model.eval()
     correct = 0
-    for i in range(0, len(y), batch):
-        correct += int((model(x[i:i + batch], T).mean(0).argmax(-1) == y[i:i + batch]).sum())
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            correct += int((model(x[i:i + batch], T).mean(0).argmax(-1) == y[i:i + batch]).sum())
     model.train(was)
     return correct / len(y)
 
