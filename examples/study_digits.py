@@ -4,9 +4,10 @@
     python examples/study_digits.py --quick          # a smoke run of a few seconds
     python examples/study_digits.py --seeds 8 --epochs 80 --out runs/study_digits
 
-The TSSD paper's gain (CIFAR-10, VGG-9, T=2: 93.35 -> 94.41) comes from 100-epoch training
-where the baseline overfits, and TSSD acts as a regulariser. This study builds such a setting
-on data that needs no download, and compares the methods on it, paired by seed.
+The TSSD paper's gain (CIFAR-10, VGG-9, T=2: 93.35 -> 94.41) is, on our reading, a
+regularisation effect of 100-epoch training in which the baseline overfits. This study builds
+such a setting on data that needs no download and compares the methods on it, paired by seed.
+Results and discussion: docs/STUDY.md.
 
 Data: scikit-learn's handwritten digits (1797 8x8 images), upsampled to 16x16 as in
 ``tssd_fast.data.Digits``. A *reduced* training set: ``--train-per-class`` images per class
