@@ -15,13 +15,18 @@ compute per epoch (a T=2 and a T'=4 run, or one T'=4 run with shared_prefix).
 Reported: test accuracy after the last epoch (not the best epoch: the test set is not used to
 pick anything), mean ± sample std over the seeds, at the training T=2 and at T=1 inference.
 Runs go to ``--out`` (default runs/demo_digits/<method>_seed<k>), one process per run with
-``--jobs`` in parallel, each on ``--threads`` torch threads.
+``--jobs`` in parallel, each on ``--threads`` torch threads. ``--out`` also gets ``demo.csv``
+(one row per run) and ``demo.png`` (accuracy per method with error bars; train and test
+accuracy per epoch, mean over seeds; needs matplotlib).
+Numbers are repeatable on one machine, not across machines: see docs/STUDY.md. The longer,
+paired study where the baseline overfits is ``examples/study_digits.py``.
 Requires scikit-learn.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import math
 import multiprocessing as mp
@@ -71,6 +76,58 @@ def _mean_std(values):
 def _fmt(values) -> str:
     m, s = _mean_std([100 * v for v in values])
     return f"{m:6.2f} ± {s:4.2f}" if not math.isnan(s) else f"{m:6.2f}"
+
+
+def _read_metrics(out: str, variant: str, seed: int):
+    path = os.path.join(out, f"{variant}_seed{seed}", "metrics.jsonl")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _write_csv(path: str, results) -> None:
+    """One row per run: last-epoch test accuracy at T=2 and T=1, last-epoch train accuracy, seconds."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "seed", "test_acc_T2", "test_acc_T1", "train_acc_last_epoch", "seconds"])
+        for r in sorted(results, key=lambda r: (r["variant"], r["seed"])):
+            last = _read_metrics(os.path.dirname(r["out_dir"]), r["variant"], r["seed"])[-1]
+            w.writerow([r["variant"], r["seed"], f"{r['last_test_acc_T2']:.6f}", f"{r['last_test_acc_T1']:.6f}",
+                        f"{last['train_acc']:.6f}", f"{r['seconds']:.1f}"])
+
+
+def _plot(results, table, out: str, path: str):
+    """Bars (mean ± std at T=2 and T=1, seeds as dots) and mean train/test curves; None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(table):
+        for key, off, hatch in (("T2", -0.2, ""), ("T1", 0.2, "//")):
+            m, s = row[key]
+            ax.bar(i + off, 100 * m, 0.38, yerr=0 if math.isnan(s) else 100 * s, color=colors[i], alpha=0.55,
+                   hatch=hatch, capsize=3, label=("T=2" if key == "T2" else "T=1 (inference)") if i == 0 else None)
+            seeds = row["per_seed_" + key]
+            ax.plot([i + off] * len(seeds), [100 * v for v in seeds], "k.", ms=4)
+        runs = [_read_metrics(out, row["variant"], r["seed"]) for r in results if r["variant"] == row["variant"]]
+        ep = [rec["epoch"] for rec in runs[0]]
+        for key, style in (("test_acc", "-"), ("train_acc", "--")):
+            mean = [statistics.fmean(100 * run[j][key] for run in runs) for j in range(len(ep))]
+            ax2.plot(ep, mean, style, color=colors[i], label=row["variant"] if key == "test_acc" else None)
+    lo = min(100 * v for row in table for k in ("per_seed_T2", "per_seed_T1") for v in row[k])
+    ax.set_ylim(max(0, lo - 3), 100)
+    ax.set_xticks(range(len(table)), [row["variant"] for row in table], fontsize=8)
+    ax.set(ylabel="test accuracy (%)", title="last epoch: mean ± std over seeds (dots = seeds)")
+    ax.legend(fontsize=8)
+    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="train (dashed, running) and test (solid, T=2), mean over seeds")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> int:
@@ -124,6 +181,9 @@ def main(argv=None) -> int:
                       "per_seed_T2": t2, "per_seed_T1": t1})
         print(f"{v:22s} {_fmt(t2):>16s} {_fmt(t1):>16s} {secs:12.0f}")
     print(f"(mean ± sample std over {a.seeds} seed(s), accuracy after the last epoch; wall time {wall:.0f} s)")
+    _write_csv(os.path.join(a.out, "demo.csv"), results)
+    png = _plot(results, table, a.out, os.path.join(a.out, "demo.png"))
+    print(f"wrote {os.path.join(a.out, 'demo.csv')}" + (f" and {png}" if png else " (no plot: matplotlib missing)"))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"args": vars(a), "runs": results, "table": table, "wall_seconds": wall}, f, indent=2)

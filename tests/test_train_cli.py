@@ -5,6 +5,7 @@ rest runs the same ``main`` in-process on the synthetic data (tiny VGG-9, T=2, f
 """
 import glob
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -328,6 +329,10 @@ def test_demo_digits_smoke(tmp_path, capsys):
     assert "baseline" in out and "test acc % T=1" in out
     table = json.loads((tmp_path / "d.json").read_text())["table"]
     assert table[0]["variant"] == "baseline" and 0 <= table[0]["T2"][0] <= 1
+    rows = (tmp_path / "demo.csv").read_text().splitlines()
+    assert rows[0].startswith("variant,seed,test_acc_T2") and rows[1].startswith("baseline,0,") and len(rows) == 2
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # ------------------------------------------------------------------------ mistakes: one line each
