@@ -22,8 +22,8 @@ from typing import Callable, List, Optional, Tuple
 import torch
 
 import tssd_fast
-from tssd_fast import surrogate as tssd_surrogate
 from tssd_fast.ops import registry
+from tssd_fast.ops.config import PAPER, SPIKINGJELLY_DEFAULT, LIFConfig
 from tssd_fast.ops.reference import compute_dtype, lif_multistep_ref
 
 ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -36,7 +36,8 @@ class Skip(Exception):
 # ------------------------------------------------------------------------------------ neuron
 @dataclass(frozen=True)
 class NeuronConfig:
-    """The LIF neuron every provider runs (docs/NEURON.md); v_reset None = soft reset."""
+    """The LIF neuron every provider runs (docs/NEURON.md), in the benchmarks' terms (a name and
+    the surrogate by its CLI name); `lif()` gives the op's LIFConfig. v_reset None = soft reset."""
 
     name: str = "paper"
     tau: float = 2.0
@@ -47,19 +48,22 @@ class NeuronConfig:
     alpha: float = 1.0
     detach_reset: bool = False
 
+    def lif(self) -> LIFConfig:
+        """The same neuron as the op's configuration record."""
+        return LIFConfig(self.tau, self.v_threshold, self.v_reset, self.decay_input,
+                         _SURROGATE_NAMES.index(self.surrogate), self.alpha, self.detach_reset)
+
     @property
     def saves_window_bits(self) -> bool:
         """Rect + soft reset: the fused backward needs only the window bit (1 bit per step)."""
-        return self.surrogate == "rect" and self.v_reset is None
+        return self.lif().saves_window_bits
 
     @property
     def v_init(self) -> float:
-        return 0.0 if self.v_reset is None else self.v_reset
+        return self.lif().v_init
 
     def tssd_surrogate(self):
-        cls = {"rect": tssd_surrogate.Rect, "sigmoid": tssd_surrogate.Sigmoid,
-               "atan": tssd_surrogate.ATan}[self.surrogate]
-        return cls(alpha=self.alpha)
+        return self.lif().neuron_kwargs()["surrogate_function"]
 
     def describe(self) -> str:
         reset = "soft reset" if self.v_reset is None else f"hard reset to {self.v_reset:g}"
@@ -69,11 +73,19 @@ class NeuronConfig:
                 + (", detach_reset" if self.detach_reset else ""))
 
 
+_SURROGATE_NAMES = ("rect", "sigmoid", "atan")  # LIFConfig.surrogate_id -> the CLI's name
+
+
+def _from_lif(name: str, c: LIFConfig) -> "NeuronConfig":
+    return NeuronConfig(name, c.tau, c.decay_input, c.v_threshold, c.v_reset,
+                        _SURROGATE_NAMES[c.surrogate_id], c.alpha, c.detach_reset)
+
+
 PRESETS = {
     # the TSSD paper's neuron: H = (1 - 1/tau) V + X, soft reset, rectangular surrogate a=1
-    "paper": NeuronConfig("paper", 2.0, False, 1.0, None, "rect", 1.0, False),
+    "paper": _from_lif("paper", PAPER),
     # SpikingJelly's LIFNode defaults: its fused kernels (Sigmoid) can take part
-    "sj": NeuronConfig("sj", 2.0, True, 1.0, 0.0, "sigmoid", 4.0, False),
+    "sj": _from_lif("sj", SPIKINGJELLY_DEFAULT),
 }
 
 

@@ -66,7 +66,7 @@ def _ops(name: str):
 
 
 def _load_ops() -> None:
-    from .ops import lif_op, registry  # noqa: F401  (the _py ops are defined by importing lif_op)
+    from .ops import lif_op, registry  # noqa: F401 - importing lif_op defines the _py ops
     registry.runs_on("cpp", "cpu")  # loads the compiled module, which defines the C++ op
 
 

@@ -33,11 +33,11 @@ class SeqToANN(nn.Sequential):
 
 
 def paper_neuron_kwargs() -> dict:
-    """LIF settings of the TSSD paper: tau=2, no input decay, threshold 1, soft reset, Rect(1)."""
-    import tssd_fast
+    """LIF settings of the TSSD paper: tau=2, no input decay, threshold 1, soft reset, Rect(1)
+    (tssd_fast.ops.config.PAPER)."""
+    from tssd_fast.ops.config import PAPER
 
-    return dict(tau=2.0, decay_input=False, v_threshold=1.0, v_reset=None,
-                surrogate_function=tssd_fast.surrogate.Rect(alpha=1.0), detach_reset=False)
+    return PAPER.neuron_kwargs()
 
 
 def lif_factory(backend: str = "auto", **overrides) -> NeuronFactory:

@@ -85,6 +85,25 @@ class LIFConfig:
                    detach_reset=bool(flags & FLAG_DETACH_RESET))
 
 
+    def neuron_kwargs(self) -> dict:
+        """LIFNode / lif_multistep keyword arguments of this neuron (the surrogate as an object
+        of tssd_fast.surrogate)."""
+        from .. import surrogate
+        cls = (surrogate.Rect, surrogate.Sigmoid, surrogate.ATan)[self.surrogate_id]
+        return dict(tau=float(self.tau), decay_input=bool(self.decay_input),
+                    v_threshold=float(self.v_threshold), v_reset=self.v_reset,
+                    surrogate_function=cls(alpha=float(self.alpha)),
+                    detach_reset=bool(self.detach_reset))
+
+
+# The two neurons the project names: the TSSD paper's (tau 2, no input decay, soft reset,
+# Rect(1)) and SpikingJelly's LIFNode defaults (hard reset to 0, Sigmoid(4), input decay).
+PAPER = LIFConfig(tau=2.0, v_threshold=1.0, v_reset=None, decay_input=False, surrogate_id=0,
+                  alpha=1.0, detach_reset=False)
+SPIKINGJELLY_DEFAULT = LIFConfig(tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True,
+                                 surrogate_id=1, alpha=4.0, detach_reset=False)
+
+
 def window_rows(T: int) -> int:
     """Rows of the packed window-bit tensor [ceil(T/8), N]: bit t%8 of row t//8."""
     return (T + 7) // 8
