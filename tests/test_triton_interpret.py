@@ -105,7 +105,8 @@ else:  # the child: TRITON_INTERPRET=1 was set before this process imported anyt
     import tssd_fast
     from tssd_fast.ops import registry
     from tssd_fast.ops import triton_lif
-    from _helpers import check_against_oracle, fwd_args, initial_v, oracle_input
+    from _helpers import (bwd_args, check_against_oracle, eager_and_compiled, fwd_args,
+                          initial_v, oracle_input)
     from tssd_fast.ops.lif_op import op_overloads
     from _reference64 import DEFAULT_ALPHA, Neuron, all_neurons, backward, forward
 
@@ -222,3 +223,21 @@ else:  # the child: TRITON_INTERPRET=1 was set before this process imported anyt
         out_s = torch.stack([node(x[t]) for t in range(4)])
         out_m = node_m(x)
         assert torch.equal(out_s, out_m) and torch.equal(node.v, node_m.v)
+
+    def test_opcheck_of_the_python_launcher_op():
+        # the op torch.compile traces for triton / cupy (eager calls take _PyLauncherLIF)
+        fwd, bwd, _ = op_overloads(B)
+        x = torch.randn(5, 7, requires_grad=True)
+        v0 = torch.randn(7, requires_grad=True)
+        torch.library.opcheck(fwd, fwd_args(x, v0, False, 0, True, True, B))
+        torch.library.opcheck(fwd, fwd_args(x, None, True, 1, False, True, B))
+        saved = fwd(*fwd_args(x.detach(), v0.detach(), True, 1, False, True, B))[3]
+        torch.library.opcheck(bwd, bwd_args(torch.randn(5, 7), None, torch.randn(7), saved,
+                                            True, 1, B))
+
+    def test_torch_compile_fullgraph_through_the_python_launcher_op():
+        model, eager, v_eager, g_eager, out, g_comp = eager_and_compiled(B)
+        assert torch.equal(out, eager)
+        for a, b in zip(g_comp, g_eager):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        assert torch.equal(model.lif2.v, v_eager)

@@ -96,6 +96,10 @@ def lif_forward_py(x: torch.Tensor, v0: Optional[torch.Tensor], v_init: float, t
                    v_threshold: float, v_reset: float, alpha: float, flags: int,
                    backend: str) -> Tensors4:
     """lif_forward through the Python launcher of `backend` (see the module docstring)."""
+    return _py_forward(x, v0, v_init, tau, v_threshold, v_reset, alpha, flags, backend)
+
+
+def _py_forward(x, v0, v_init, tau, v_threshold, v_reset, alpha, flags, backend) -> Tensors4:
     if not x.is_floating_point():
         raise TypeError(f"the LIF input must be floating point, got {x.dtype}")
     order, xp, flat, views = _forward_outputs(
@@ -130,6 +134,12 @@ def lif_backward_py(grad_s: torch.Tensor, grad_v_seq: Optional[torch.Tensor],
                     v_threshold: float, v_reset: float, alpha: float, flags: int,
                     order: List[int], backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
     """lif_backward through the Python launcher of `backend`."""
+    return _py_backward(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_reset, alpha,
+                        flags, order, backend)
+
+
+def _py_backward(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_reset, alpha, flags,
+                 order, backend):
     order = list(order)
     torder = tail_order(order)
     cdt = compute_dtype(grad_s.dtype)
@@ -170,7 +180,7 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad_s, grad_v_last, grad_v_seq, _grad_saved):
+def _backward(ctx, grad_s, grad_v_last, grad_v_seq, _grad_saved, backward_fn=None):
     (saved,) = ctx.saved_tensors
     shape, dtype = ctx.x_meta
     if saved.numel() == 0 and math.prod(shape) > 0:
@@ -179,12 +189,29 @@ def _backward(ctx, grad_s, grad_v_last, grad_v_seq, _grad_saved):
     if grad_s is None:  # only v_last / v_seq were used downstream
         like = grad_v_last if grad_v_last is not None else grad_v_seq
         grad_s = torch.zeros(shape, dtype=dtype, device=like.device)
-    grad_x, grad_v0 = lif_backward_py(grad_s, grad_v_seq, grad_v_last, saved, *ctx.args,
-                                      ctx.order, ctx.backend)
+    grad_x, grad_v0 = (backward_fn or lif_backward_py)(grad_s, grad_v_seq, grad_v_last, saved,
+                                                       *ctx.args, ctx.order, ctx.backend)
     return (grad_x, grad_v0 if ctx.has_v0 else None) + (None,) * 7
 
 
 lif_forward_py.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _PyLauncherLIF(torch.autograd.Function):
+    """The eager path of the Python-launcher backends: the implementation and autograd formula
+    of tssd_fast::lif_forward_py, without torch.library's per-call wrapper (tens of µs per call,
+    the host time a GPU step pays per neuron). torch.compile traces the op instead."""
+
+    @staticmethod
+    def forward(ctx, x, v0, v_init, tau, v_threshold, v_reset, alpha, flags, backend):
+        inputs = (x, v0, v_init, tau, v_threshold, v_reset, alpha, flags, backend)
+        outs = _py_forward(*inputs)
+        _setup_context(ctx, inputs, outs)
+        return outs
+
+    @staticmethod
+    def backward(ctx, grad_s, grad_v_last, grad_v_seq, grad_saved):
+        return _backward(ctx, grad_s, grad_v_last, grad_v_seq, grad_saved, _py_backward)
 
 
 # ------------------------------------------------------------------------------------------
@@ -216,8 +243,11 @@ def run(backend: str, cfg: LIFConfig, op_args: tuple, x: torch.Tensor, v, store_
         args = op_args
         if torch.is_grad_enabled() and (x.requires_grad or (v0 is not None and v0.requires_grad)):
             args = op_args[:-1] + (op_args[-1] | FLAG_SAVE,)
-        spikes, v_last, v_seq, _ = torch.ops.tssd_fast.lif_forward_py.default(
-            x, v0, v_init, *args, backend)
+        if torch.compiler.is_compiling():
+            spikes, v_last, v_seq, _ = torch.ops.tssd_fast.lif_forward_py.default(
+                x, v0, v_init, *args, backend)
+        else:
+            spikes, v_last, v_seq, _ = _PyLauncherLIF.apply(x, v0, v_init, *args, backend)
     return spikes, v_last, (v_seq if store_v_seq else None)
 
 
