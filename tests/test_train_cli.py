@@ -470,3 +470,31 @@ def test_memory_modes_train_bit_for_bit_alike(tmp_path):
         assert states[mode].keys() == states["plain"].keys()
         for k, v in states["plain"].items():
             assert torch.equal(states[mode][k], v), (mode, k)
+
+
+# ------------------------------------------------------------------------ --cuda-graphs
+def test_cuda_graphs_trains_the_same_steps_as_eager(tmp_path, monkeypatch):
+    # On CPU the graphed step logic runs without capture (GraphedStep(capture=False)): static
+    # input buffers, warm-up undone, re-capture per epoch and learning rate, the short last
+    # batch eager, gradient clipping before the step. The weights after 2 epochs are bitwise
+    # those of the eager run. (The capture itself: tests/test_cuda_graph.py, on a GPU.)
+    from tssd_fast.train import loop
+    monkeypatch.setattr(loop, "_check_cuda_graphs", lambda cfg, info: None)
+    args = SYN + ["--data-opt", "num_samples=40", "--lr-step", "1", "--epochs", "2",
+                  "--grad-clip", "1.0", "--backend", "cpp", "--T-eval", "2"]  # 40 = 16 + 16 + 8
+    assert main(args + ["--out-dir", tmp_path / "eager"]) == 0
+    assert main(args + ["--out-dir", tmp_path / "graph", "--cuda-graphs"]) == 0
+    a = load_checkpoint(tmp_path / "eager" / "checkpoint_last.pt")
+    b = load_checkpoint(tmp_path / "graph" / "checkpoint_last.pt")
+    assert a["global_step"] == b["global_step"] == 6
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+
+
+def test_cuda_graphs_refuses_cpu_and_other_optimizers(tmp_path, capsys):
+    code, err = _bad(SYN + ["--epochs", "1", "--cuda-graphs", "--out-dir", tmp_path / "a"], capsys)
+    assert code == 2 and _one_line(err) and "--cuda-graphs needs one CUDA process" in err, err
+    code, err = _bad(SYN + ["--epochs", "1", "--cuda-graphs", "--optimizer", "adamw",
+                            "--out-dir", tmp_path / "b"], capsys)
+    assert code == 2 and _one_line(err) and "--optimizer sgd" in err, err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -70,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    cuda_graphs: bool = False  # capture each training step in a CUDA graph and replay it
     amp_dtype: str = "auto"  # auto (bf16 on CPU, bf16/fp16 on CUDA) | bf16 | fp16
     eval_only: bool = False
     early_exit_threshold: Optional[float] = None  # eval-only: also report early exit
@@ -243,6 +244,11 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
                           ("memory", ("default", "min", "plain"))):
         if getattr(cfg, name) not in choices:
             raise ValueError(f"{name} must be one of {choices}, got {getattr(cfg, name)!r}")
+    if cfg.cuda_graphs and cfg.optimizer != "sgd":
+        raise ValueError(f"--cuda-graphs captures the SGD step (its warm-up steps are undone "
+                         f"exactly for SGD): use --optimizer sgd, not {cfg.optimizer}")
+    if cfg.cuda_graphs and cfg.debug_nan_at_step:
+        raise ValueError("--cuda-graphs replays a fixed step: the NaN test hook cannot act in it")
     if cfg.epochs < 1 and not cfg.eval_only:
         raise ValueError(f"--epochs must be >= 1, got {cfg.epochs} (to evaluate a checkpoint: "
                          f"--resume PATH --eval-only)")

@@ -25,6 +25,7 @@ from . import distributed as D
 from .builders import ann_input, build_data, build_method, build_network, dataset_meta, load_teacher, method_needs_weak
 from .checkpoint import FORMAT, atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
+from .cuda_graph import GraphedStep
 from .optim import build_optimizer, build_scheduler
 
 RUN_FILES = ("metrics.jsonl", "checkpoint_last.pt", "checkpoint_best.pt", "summary.json", "eval.json",
@@ -36,7 +37,8 @@ class RunSetupError(ValueError):
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss of a training step was NaN or inf; training stopped before the optimizer step."""
+    """The loss of a training step was NaN or inf; training stopped before the optimizer step
+    (with --cuda-graphs, right after it: the step is one graph)."""
 
     def __init__(self, step: int, epoch: int, batch: int, value: float, last_saved: Optional[int]):
         self.step, self.epoch, self.batch, self.value, self.last_saved = step, epoch, batch, value, last_saved
@@ -125,6 +127,11 @@ class Trainer:
                                     f"pass --epochs N with N > {self.epoch} to train further")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        self._graph: Optional[GraphedStep] = None
+        self._graph_out: Dict[str, Any] = {}
+        if cfg.cuda_graphs and self.scaler.is_enabled():
+            raise RunSetupError("--cuda-graphs cannot capture fp16's GradScaler (it checks for inf on the "
+                                "host): use --amp-dtype bf16, or fp32")
 
     # ----------------------------------------------------------------------------- helpers
     def _amp_dtype(self) -> Optional[torch.dtype]:
@@ -271,8 +278,15 @@ class Trainer:
             kw = {}
             if xt is not None:
                 kw["x_teacher"] = xt.to(self.device, non_blocking=nb)
-            with self.autocast():
-                loss, parts, logits = self.method.step(self.model, x, y, epoch=self.epoch, epochs=cfg.epochs, **kw)
+            graphed = self._graph_for(x, y, kw.get("x_teacher")) if cfg.cuda_graphs else None
+            if graphed is not None:  # forward, backward and SGD replayed as one CUDA graph
+                graphed.copy_inputs(x, y, *kw.values())
+                loss = graphed()
+                parts, logits = self._graph_out["parts"], self._graph_out["logits"]
+            else:
+                with self.autocast():
+                    loss, parts, logits = self.method.step(self.model, x, y, epoch=self.epoch,
+                                                           epochs=cfg.epochs, **kw)
             if cfg.debug_nan_at_step == self.global_step + 1 and info.is_main:
                 loss = loss * float("nan")
             B = y.shape[0]
@@ -288,13 +302,14 @@ class Trainer:
             if cfg.debug_trace:
                 self._trace({"rank": info.rank, "epoch": self.epoch + 1, "step": self.global_step + 1,
                              "labels": y.tolist(), "x_sum": float(x.double().sum()), "loss": float(loss.detach())})
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            if graphed is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             self.global_step += 1
             totals += step_stats
             for k, v in parts.items():
@@ -320,6 +335,32 @@ class Trainer:
         out.update(images=int(totals[1].item()), images_per_s=totals[1].item() / max(seconds, 1e-9),
                    train_seconds=seconds)
         return out
+
+    def _graph_for(self, x, y, xt) -> Optional[GraphedStep]:
+        """The CUDA-graph step of this run, made at the first batch; None for a batch of another
+        shape (the last, short one), which runs eagerly."""
+        batch = [x, y] + ([xt] if xt is not None else [])
+        if self._graph is None:
+            statics = [t.clone() for t in batch]
+            out = self._graph_out
+
+            def step_fn():
+                kw = {"x_teacher": statics[2]} if len(statics) == 3 else {}
+                with self.autocast():
+                    loss, parts, logits = self.method.step(self.model, statics[0], statics[1],
+                                                           epoch=self.epoch, epochs=self.cfg.epochs, **kw)
+                out.update(parts=parts, logits=logits)
+                return loss
+
+            clip = self.cfg.grad_clip
+            self._graph = GraphedStep(
+                step_fn, self.optimizer, statics, restore=self.net,
+                key=lambda: self.epoch,  # a method may weigh its losses by the epoch
+                before_step=(lambda: torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)) if clip else None,
+                capture=self.device.type == "cuda")
+        if any(s.shape != t.shape for s, t in zip(self._graph.static_inputs, batch)):
+            return None
+        return self._graph
 
     # -------------------------------------------------------------------------------- eval
     @torch.no_grad()
@@ -498,6 +539,14 @@ def check_backend(cfg: TrainConfig, device: torch.device) -> None:
         raise RunSetupError(f"--backend {cfg.backend}: {e}") from e
 
 
+def _check_cuda_graphs(cfg: TrainConfig, info: D.DistInfo) -> None:
+    """RunSetupError for --cuda-graphs off one CUDA process (the tests replace this function to
+    run the same step logic eagerly on CPU)."""
+    if cfg.cuda_graphs and not cfg.eval_only and (info.device.type != "cuda" or info.distributed):
+        raise RunSetupError("--cuda-graphs needs one CUDA process (got "
+                            f"{'a process group' if info.distributed else info.device}): drop the flag")
+
+
 def schedule_text(cfg: TrainConfig) -> str:
     """The learning-rate schedule in words, for the run's first log line."""
     if cfg.scheduler == "step":
@@ -521,6 +570,7 @@ def run(cfg: TrainConfig) -> Dict[str, Any]:
     trainer = None
     try:
         check_backend(cfg, info.device)  # before any file is written or data is read
+        _check_cuda_graphs(cfg, info)
         trainer = Trainer(cfg, info)
         return trainer.eval_only() if cfg.eval_only else trainer.fit()
     finally:
