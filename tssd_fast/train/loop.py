@@ -129,9 +129,6 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self._graph: Optional[GraphedStep] = None
         self._graph_out: Dict[str, Any] = {}
-        if cfg.cuda_graphs and self.scaler.is_enabled():
-            raise RunSetupError("--cuda-graphs cannot capture fp16's GradScaler (it checks for inf on the "
-                                "host): use --amp-dtype bf16, or fp32")
 
     # ----------------------------------------------------------------------------- helpers
     def _amp_dtype(self) -> Optional[torch.dtype]:
@@ -542,9 +539,16 @@ def check_backend(cfg: TrainConfig, device: torch.device) -> None:
 def _check_cuda_graphs(cfg: TrainConfig, info: D.DistInfo) -> None:
     """RunSetupError for --cuda-graphs off one CUDA process (the tests replace this function to
     run the same step logic eagerly on CPU)."""
-    if cfg.cuda_graphs and not cfg.eval_only and (info.device.type != "cuda" or info.distributed):
+    if not cfg.cuda_graphs or cfg.eval_only:
+        return
+    if info.device.type != "cuda" or info.distributed:
         raise RunSetupError("--cuda-graphs needs one CUDA process (got "
                             f"{'a process group' if info.distributed else info.device}): drop the flag")
+    fp16 = cfg.amp and (cfg.amp_dtype == "fp16" or (cfg.amp_dtype == "auto"
+                                                    and not torch.cuda.is_bf16_supported()))
+    if fp16:
+        raise RunSetupError("--cuda-graphs cannot capture fp16's GradScaler (it checks for inf on the "
+                            "host): use --amp-dtype bf16, or fp32")
 
 
 def schedule_text(cfg: TrainConfig) -> str:
