@@ -231,8 +231,8 @@ def run(backend: str, cfg: LIFConfig, op_args: tuple, x: torch.Tensor, v, store_
         check_state(v0, x)  # in Python: the op's own check is a backstop
     kind = registry.info(backend).kind
     if kind == CPP_OP:
-        spikes, v_last, v_seq, _ = torch.ops.tssd_fast.lif_forward.default(x, v0, v_init,
-                                                                           *op_args)
+        fwd = traced_forward if torch.compiler.is_compiling() else eager_forward
+        spikes, v_last, v_seq, _ = fwd(x, v0, v_init, *op_args)
     elif kind == REFERENCE:
         cdt = compute_dtype(x.dtype)
         if v0 is None:
