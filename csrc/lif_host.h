@@ -20,6 +20,7 @@
 #include <numeric>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "lif_step.h"
@@ -144,6 +145,14 @@ inline at::Tensor permuted(const at::Tensor& t, const std::vector<int64_t>& orde
   return order.empty() ? t : t.permute(order);
 }
 
+// A [T, *] and a [*] result computed in memory order `order`, viewed back in the input's dim
+// order (the inverse permutations; an empty order leaves them as they are).
+inline std::pair<at::Tensor, at::Tensor> in_input_order(const at::Tensor& seq,
+                                                        const at::Tensor& state,
+                                                        const std::vector<int64_t>& order) {
+  return {permuted(seq, inverse(order)), permuted(state, inverse(tail_order(order)))};
+}
+
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward_host(
     const at::Tensor& x_in, const std::optional<at::Tensor>& v0_in, double v_init, double tau,
     double v_threshold, double v_reset, double alpha, int64_t flags, ForwardLauncher launch,
@@ -197,11 +206,11 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward_ho
   } else {
     launch(a);
   }
-  const std::vector<int64_t> inv = order.empty() ? order : inverse(order);
-  const std::vector<int64_t> tinv = order.empty() ? order : inverse(torder);
+  auto [spikes, v_last] = in_input_order(a.spikes, a.v_last, order);
   at::Tensor saved = bits ? a.bits : (save ? a.h : empty({0}, cdt, x));
-  at::Tensor v_seq = a.v_seq.defined() ? permuted(a.v_seq, inv) : empty({0}, cdt, x);
-  return {permuted(a.spikes, inv), permuted(a.v_last, tinv), v_seq, saved};
+  at::Tensor v_seq =
+      a.v_seq.defined() ? permuted(a.v_seq, inverse(order)) : empty({0}, cdt, x);
+  return {spikes, v_last, v_seq, saved};
 }
 
 // grad_s / grad_v_seq [T, *] and grad_v_last [*] in any layout; `order` is the memory order the
@@ -261,9 +270,8 @@ inline std::tuple<at::Tensor, at::Tensor> lif_backward_host(
     }
     launch(a);
   }
-  const std::vector<int64_t> inv = order.empty() ? order : inverse(order);
-  const std::vector<int64_t> tinv = order.empty() ? order : inverse(torder);
-  return {permuted(a.grad_x, inv), permuted(a.grad_v0, tinv)};
+  auto [grad_x, grad_v0] = in_input_order(a.grad_x, a.grad_v0, order);
+  return {grad_x, grad_v0};
 }
 
 // The device kernels as registered: a device check, then the shared host path with the device's

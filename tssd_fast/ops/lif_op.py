@@ -52,13 +52,17 @@ def _forward_outputs(x, flags, new_empty):
             "v_seq": new_empty(xp.shape, cdt) if flags & FLAG_STORE_V_SEQ else None,
             "h": new_empty((T, N), cdt) if save and not bits else None,
             "bits": new_empty((window_rows(T), N), torch.uint8) if bits else None}
-    inv = inverse(order)
-    tinv = inverse(tail_order(order)) if order else []
-    empty = x.new_empty((0,), dtype=cdt)
-    views = (permuted(flat["spikes"], inv), permuted(flat["v_last"], tinv),
-             empty if flat["v_seq"] is None else permuted(flat["v_seq"], inv),
-             flat["bits"] if bits else (flat["h"] if save else x.new_empty((0,), dtype=cdt)))
-    return order, xp, flat, views
+    spikes, v_last = _in_input_order(flat["spikes"], flat["v_last"], order)
+    v_seq = (x.new_empty((0,), dtype=cdt) if flat["v_seq"] is None
+             else permuted(flat["v_seq"], inverse(order)))
+    saved = flat["bits"] if bits else (flat["h"] if save else x.new_empty((0,), dtype=cdt))
+    return order, xp, flat, (spikes, v_last, v_seq, saved)
+
+
+def _in_input_order(seq: torch.Tensor, state: torch.Tensor, order: List[int]):
+    """A [T, *] and a [*] result computed in memory order `order`, viewed back in the input's
+    dim order (the inverse permutations; [] leaves them as they are)."""
+    return permuted(seq, inverse(order)), permuted(state, inverse(tail_order(order)))
 
 
 def _fake_forward(x, v0, v_init, tau, v_threshold, v_reset, alpha, flags, backend=None):
@@ -69,10 +73,8 @@ def _fake_backward(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_r
                    flags, order, backend=None):
     order = list(order)
     gp = permuted(grad_s, order)
-    inv = inverse(order)
-    tinv = inverse(tail_order(order)) if order else []
-    return (permuted(grad_s.new_empty(gp.shape), inv),
-            permuted(grad_s.new_empty(gp.shape[1:], dtype=compute_dtype(grad_s.dtype)), tinv))
+    return _in_input_order(grad_s.new_empty(gp.shape),
+                           grad_s.new_empty(gp.shape[1:], dtype=compute_dtype(grad_s.dtype)), order)
 
 
 _fakes_registered = []
@@ -160,9 +162,7 @@ def _py_backward(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_res
             gs.view(T, N), gvs, None if gvl is None else gvl.view(N),
             None if bits is not None else saved.view(T, N), bits, grad_x.view(T, N),
             grad_v0.view(N), cfg)
-    inv = inverse(order)
-    tinv = inverse(torder) if order else []
-    return permuted(grad_x, inv), permuted(grad_v0, tinv)
+    return _in_input_order(grad_x, grad_v0, order)
 
 
 lif_backward_py.register_fake(_fake_backward)
