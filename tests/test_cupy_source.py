@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tssd_fast.ops import cupy_lif, kernel_sources
-from tssd_fast.ops.config import LIFConfig
+from tssd_fast.ops.config import LIFConfig, tau_is_pow2
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,16 +35,30 @@ def cfg(hard=True, decay=True, detach=False, surr=1, tau=2.0, vth=1.0, alpha=4.0
 
 def test_config_key_depends_on_flags_and_dtype_only():
     k = cupy_lif.config_key(cfg(), torch.float32)
-    assert k == ("float32", True, True, False, 1)
-    # the float scalars are kernel arguments: they do not make a new module
-    assert cupy_lif.config_key(cfg(tau=3.0, vth=0.5, alpha=2.0), torch.float32) == k
-    keys = {cupy_lif.config_key(cfg(h, d, dt, s), dtype)
+    assert k == ("float32", 1 + 2 + 8, 1)  # hard reset, decay_input, tau 2 a power of two
+    # the float scalars are kernel arguments: they do not make a new module, except that a
+    # power-of-two tau (a multiply for the division) is a flag of its own
+    assert cupy_lif.config_key(cfg(tau=4.0, vth=0.5, alpha=2.0), torch.float32) == k
+    assert cupy_lif.config_key(cfg(tau=3.0), torch.float32) == ("float32", 1 + 2, 1)
+    keys = {cupy_lif.config_key(cfg(h, d, dt, s, tau), dtype)
             for h in (True, False) for d in (True, False) for dt in (True, False)
-            for s in (0, 1, 2)
+            for s in (0, 1, 2) for tau in (2.0, 1.7)
             for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
-    assert len(keys) == 2 * 2 * 2 * 3 * 4
+    assert len(keys) == 2 * 2 * 2 * 3 * 2 * 4
     with pytest.raises(TypeError):
         cupy_lif.config_key(cfg(), torch.int32)
+
+
+@pytest.mark.parametrize("tau,pow2", [(2.0, True), (4.0, True), (0.5, True), (1.0, True),
+                                      (2.0 ** -126, True), (2.0 ** -127, True),
+                                      (2.0 ** 126, True), (2.0 ** 127, False),
+                                      (1.7, False), (3.0, False),
+                                      (0.0, False), (-2.0, False), (float("inf"), False),
+                                      (float("nan"), False)])
+def test_tau_is_pow2_like_lif_step_h(tau, pow2):
+    # a power of two (subnormal ones too) whose reciprocal is a normal fp32 number: 2^127's
+    # reciprocal 2^-127 is subnormal, so a * (1/tau) could lose bits that a / tau keeps
+    assert tau_is_pow2(tau, torch.float32) is pow2
 
 
 def test_source_is_self_contained():
@@ -62,8 +76,7 @@ def test_source_is_self_contained():
     assert "lif_charge" in src and "lif_forward_body" in src  # both files are in
     assert src.count("struct LIFParams") == 1  # each header once
     for line in ("#define LIF_STORAGE_T tssd_fast::cuda::f16_t", "#define LIF_ACC_T float",
-                 "#define LIF_HARD_RESET 0", "#define LIF_DECAY_INPUT 1",
-                 "#define LIF_DETACH_RESET 0", "#define LIF_SURROGATE 0",
+                 "#define LIF_MATH_FLAGS 10", "#define LIF_SURROGATE 0",
                  "#define LIF_NVRTC_ENTRY_POINTS 1"):
         assert line in src
     # the preamble comes before the kernels that use it
@@ -102,16 +115,15 @@ def test_kernel_names_cover_every_launch():
     names = set(cupy_lif.kernel_names(soft_rect))
     for vec in cupy_lif.VECS:
         for save in (cupy_lif.SAVE_NONE, cupy_lif.SAVE_H, cupy_lif.SAVE_BITS):
-            for store in (False, True):
-                assert cupy_lif.fwd_kernel_name(vec, save, store) in names
+            assert cupy_lif.fwd_kernel_name(vec, save) in names
         assert cupy_lif.bwd_kernel_name(vec, True) in names
         assert cupy_lif.bwd_kernel_name(vec, False) in names
     # only Rect + soft reset saves bits, so only its module has the bits backward
     assert not any(n.endswith("_b1") for n in cupy_lif.kernel_names(hard_sig))
     # the names the source can produce (macro arguments) match the Python names
     src = cupy_lif.kernel_source(soft_rect)
-    assert "lif_fwd_v##VEC##_s##SAVE##_t##STORE_V" in src and "lif_bwd_v##VEC##_b##BITS" in src
-    assert cupy_lif.fwd_kernel_name(4, 2, True) == "lif_fwd_v4_s2_t1"
+    assert "lif_fwd_v##VEC##_s##SAVE(" in src and "lif_bwd_v##VEC##_b##BITS" in src
+    assert cupy_lif.fwd_kernel_name(4, 2) == "lif_fwd_v4_s2"
     assert cupy_lif.bwd_kernel_name(2, False) == "lif_bwd_v2_b0"
 
 
@@ -132,14 +144,17 @@ def test_scalar_args_round_like_make_lif_params():
     c = cfg(hard=True, tau=1.7, vth=0.6, alpha=3.3)
     f32 = cupy_lif.scalar_args(c, torch.float32)
     assert all(type(a) is np.float32 for a in f32)
-    assert f32 == (np.float32(1.7), np.float32(0.6), np.float32(0.0), np.float32(3.3),
-                   np.float32(0.5 / 3.3), np.float32(1.5707963267948966 * 3.3))
+    assert f32 == (np.float32(1.7), np.float32(1) / np.float32(1.7), np.float32(0.6),
+                   np.float32(0.0), np.float32(3.3), np.float32(0.5 / 3.3),
+                   np.float32(1.5707963267948966 * 3.3))
     # the rounding is from the double, once (not via an intermediate float)
-    assert f32[4] == np.float32(0.5 / 3.3) and float(f32[4]) != 0.5 / 3.3
+    assert f32[5] == np.float32(0.5 / 3.3) and float(f32[5]) != 0.5 / 3.3
+    # inv_tau is divided in the compute type, as make_lif_params does
+    assert f32[1] == np.float32(1) / np.float32(1.7)
     f64 = cupy_lif.scalar_args(c, torch.float64)
     assert all(type(a) is np.float64 for a in f64) and float(f64[0]) == 1.7
     soft = cupy_lif.scalar_args(cfg(hard=False), torch.float32)
-    assert soft[2] == 0.0  # Vr = 0 for soft reset
+    assert soft[3] == 0.0  # Vr = 0 for soft reset
 
 
 def test_module_cache_builds_once_per_key_thread_safe():

@@ -2,6 +2,8 @@
 spikes, voltages and the gradients of input and initial state, for every combination of reset
 mode x surrogate x decay_input x detach_reset, several tau / thresholds / alphas, odd shapes,
 non-contiguous and empty inputs, and every storage dtype."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -43,11 +45,39 @@ def test_every_configuration_fp64_other_tau(backend, n):
     run_and_check(backend, n, (9, 11), torch.float64, v0_kind="random")
 
 
+# tau 2 above takes the kernels' multiply by 1/tau (a power of two); these take the IEEE
+# division (1.7, 3) or other powers of two (4, 8), every configuration, bitwise in fp32.
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("n", [n for tau in (1.7, 3.0, 4.0, 8.0) for n in all_neurons(tau)[::3]],
+                         ids=str)
+def test_every_configuration_fp32_other_tau(backend, n):
+    run_and_check(backend, n, (7, 13), torch.float32, v0_kind="random")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("tau", [2.0, 4.0, 1.7])
+def test_subnormal_range_is_exact(backend, tau):
+    # (V - Vr) / tau lands in the subnormal range: the multiply by 1/tau must round there
+    # exactly as the division does (both round the same real number once).
+    for n in REPRESENTATIVE_SMALL:
+        n = dataclasses.replace(n, tau=tau)
+        x = torch.tensor([1e-38, -3e-39, 7e-40, 2.5e-45, -1e-45, 0.0, -0.0, 1.2e-38],
+                         dtype=torch.float32).repeat(6, 3)
+        v0 = initial_v(n, x.shape, torch.float32, random=False)
+        xr = x.clone().requires_grad_()
+        out = tssd_fast.lif_multistep(xr, None, store_v_seq=True, backend=backend, **n.kwargs())
+        check_against_oracle(n, x, v0, xr, None, out, torch.float32, True)
+
+
 SHAPES = [(1, 1), (1, 7), (5, 1), (8, 3), (9, 13), (17, 5), (3, 2, 5, 3, 2), (0, 5), (4, 0),
           (2, 0, 3)]
 REPRESENTATIVE = [Neuron(2.0, False, 1.0, None, "Rect", 1.0, False),     # the paper's neuron
                   Neuron(2.0, True, 1.0, 0.0, "Sigmoid", 4.0, False),    # SpikingJelly default
                   Neuron(3.0, True, 0.5, -0.25, "ATan", 2.0, True)]
+
+
+# the paper's neuron, and SpikingJelly's with a threshold small enough to spike on subnormals
+REPRESENTATIVE_SMALL = [REPRESENTATIVE[0], dataclasses.replace(REPRESENTATIVE[1], v_threshold=1e-38)]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

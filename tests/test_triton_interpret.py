@@ -10,6 +10,7 @@ needed) and checks what the GPU would run: vector loads, exact division, no FMA 
 """
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,8 +45,8 @@ if not CHILD:
     @pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
     def test_triton_kernels_compile_for_sm90_without_gpu():
         """AOT-compile forward and backward for sm_90 (Triton's own LLVM and ptxas; no GPU)
-        and read the PTX: exact division, no FMA and no flush-to-zero in forward arithmetic,
-        16-byte global accesses."""
+        and read the PTX: exact division (a multiply for a power-of-two tau), no FMA and no
+        flush-to-zero in forward arithmetic, 16-byte global accesses."""
         code = r'''
 import sys, json
 import triton
@@ -53,24 +54,27 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from tssd_fast.ops import triton_lif as L
 ptr = lambda t: "*" + t
-def fwd(save, f64=False):
+def fwd(save, f64=False, pow2=False):
     a = "fp64" if f64 else "fp32"
     sig = dict(x_ptr=ptr(a), v0_ptr=ptr(a), s_ptr=ptr(a), v_last_ptr=ptr(a), v_seq_ptr=ptr(a),
-               h_ptr=ptr(a), bits_ptr="*u8", T="i32", N="i32", tau_d="fp64", v_th_d="fp64",
-               v_reset_d="fp64", half_width_d="fp64")
-    const = dict(HARD=False, DECAY=True, SAVE=save, STORE_V=True, F64=f64, BLOCK=1024)
+               h_ptr=ptr(a), bits_ptr="*u8", T="i32", N="i32", tau_d="fp64", inv_tau_d="fp64",
+               v_th_d="fp64", v_reset_d="fp64", half_width_d="fp64")
+    const = dict(HARD=False, DECAY=True, TAU_POW2=pow2, SAVE=save, STORE_V=True, F64=f64,
+                 BLOCK=1024)
     return L._lif_fwd_kernel, sig, const
 def bwd(surr, bits):
     a = "fp32"
     sig = dict(gs_ptr=ptr(a), gvs_ptr=ptr(a), gvl_ptr=ptr(a), h_ptr=ptr(a), bits_ptr="*u8",
-               gx_ptr=ptr(a), gv0_ptr=ptr(a), T="i32", N="i32", tau_d="fp64", v_th_d="fp64",
-               v_reset_d="fp64", alpha_d="fp64", half_width_d="fp64", atan_scale_d="fp64")
-    const = dict(HARD=not bits, DECAY=True, DETACH=False, SURR=surr, BITS=bits, HAS_GVS=True,
-                 HAS_GVL=True, F64=False, BLOCK=1024)
+               gx_ptr=ptr(a), gv0_ptr=ptr(a), T="i32", N="i32", tau_d="fp64", inv_tau_d="fp64",
+               v_th_d="fp64", v_reset_d="fp64", alpha_d="fp64", half_width_d="fp64",
+               atan_scale_d="fp64")
+    const = dict(HARD=not bits, DECAY=True, DETACH=False, TAU_POW2=False, SURR=surr, BITS=bits,
+                 HAS_GVS=True, HAS_GVL=True, F64=False, BLOCK=1024)
     return L._lif_bwd_kernel, sig, const
 out = {}
 for name, (fn, sig, const) in {"fwd_h": fwd(1), "fwd_bits": fwd(2), "fwd_f64": fwd(1, True),
-                               "bwd_sigmoid": bwd(1, False), "bwd_bits": bwd(0, True)}.items():
+                               "fwd_pow2": fwd(2, pow2=True), "bwd_sigmoid": bwd(1, False),
+                               "bwd_bits": bwd(0, True)}.items():
     sig = {**sig, **{k: "constexpr" for k in const}}
     attrs = {(i,): [["tt.divisibility", 16]] for i, k in enumerate(sig)
              if k.endswith("_ptr") or k == "N"}
@@ -97,6 +101,10 @@ json.dump(out, sys.stdout)
             assert ".ftz" not in body, f"{name}: flush-to-zero arithmetic in forward"
             assert "ld.global.v4.b32" in body and "st.global.v4.b32" in body, name
         assert "div.rn.f64" in ptx["fwd_f64"]
+        # a power-of-two tau multiplies by 1/tau: no division left in the forward
+        assert not re.search(r"\bdiv\.", ptx["fwd_pow2"])
+        assert re.search(r"\bmul(\.rn)?\.f32", ptx["fwd_pow2"])
+        assert "fma." not in ptx["fwd_pow2"] and ".ftz" not in ptx["fwd_pow2"]
         for name in ("bwd_sigmoid", "bwd_bits"):
             assert "fma.rn.f32" not in ptx[name] and "ld.global.v4.b32" in ptx[name], name
 

@@ -18,6 +18,9 @@ namespace {
 
 constexpr int64_t kBlock = 256;   // neurons per inner block: state fits in L1
 constexpr int64_t kGrain = 4096;  // neurons per parallel task
+// Flags fixed at compile time on the CPU: only the power-of-two tau, so its divide becomes a
+// multiply in the vectorized loops. The reset / decay-input selects vectorize as they are.
+constexpr int kCpuStaticFlags = kMathTauPow2;
 
 template <typename T>
 T* opt_ptr(const at::Tensor& t) {
@@ -28,12 +31,13 @@ T* opt_ptr(const at::Tensor& t) {
 // reset). SAVE_BITS: write the Rect window bits. STORE_V: write V[t] for every t.
 // A plain function with __restrict__ parameters, not a lambda body: pointers captured by a
 // lambda lose __restrict__, and the bit-saving loop then falls back to branchy scalar code.
-template <typename scalar_t, typename acc_t, bool SAVE_H, bool SAVE_BITS, bool STORE_V>
+template <typename scalar_t, typename acc_t, bool SAVE_H, bool SAVE_BITS, bool STORE_V,
+          typename P>
 void forward_range(const scalar_t* __restrict__ x, const acc_t* __restrict__ v0, acc_t v_init,
                    scalar_t* __restrict__ spikes, acc_t* __restrict__ v_last,
                    acc_t* __restrict__ v_seq, acc_t* __restrict__ h_saved,
-                   uint8_t* __restrict__ bits, int64_t T, int64_t N, const LIFParams<acc_t> p,
-                   int64_t begin, int64_t end) {
+                   uint8_t* __restrict__ bits, int64_t T, int64_t N, const P p, int64_t begin,
+                   int64_t end) {
   acc_t v[kBlock];
   uint32_t m[kBlock];  // 32-bit like the float lanes, so the loop vectorizes without narrowing
   for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
@@ -67,22 +71,23 @@ void forward_range(const scalar_t* __restrict__ x, const acc_t* __restrict__ v0,
   }
 }
 
-template <typename scalar_t, typename acc_t, bool SAVE_H, bool SAVE_BITS, bool STORE_V>
+template <typename scalar_t, typename acc_t, bool SAVE_H, bool SAVE_BITS, bool STORE_V,
+          typename P>
 void forward_impl(const scalar_t* x, const acc_t* v0, acc_t v_init, scalar_t* spikes,
                   acc_t* v_last, acc_t* v_seq, acc_t* h_saved, uint8_t* bits, int64_t T,
-                  int64_t N, const LIFParams<acc_t> p) {
+                  int64_t N, const P p) {
   at::parallel_for(0, N, kGrain, [=](int64_t begin, int64_t end) {
-    forward_range<scalar_t, acc_t, SAVE_H, SAVE_BITS, STORE_V>(
+    forward_range<scalar_t, acc_t, SAVE_H, SAVE_BITS, STORE_V, P>(
         x, v0, v_init, spikes, v_last, v_seq, h_saved, bits, T, N, p, begin, end);
   });
 }
 
-template <typename scalar_t, typename acc_t, int SURR, bool BITS>
+template <typename scalar_t, typename acc_t, int SURR, bool BITS, typename P>
 void backward_range(const scalar_t* __restrict__ grad_s, const acc_t* __restrict__ grad_v_seq,
                     const acc_t* __restrict__ grad_v_last, const acc_t* __restrict__ h_saved,
                     const uint8_t* __restrict__ bits, scalar_t* __restrict__ grad_x,
-                    acc_t* __restrict__ grad_v0, int64_t T, int64_t N, const LIFParams<acc_t> p,
-                    int64_t begin, int64_t end) {
+                    acc_t* __restrict__ grad_v0, int64_t T, int64_t N, const P p, int64_t begin,
+                    int64_t end) {
   acc_t gv[kBlock], sg[kBlock];
   for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
     const int64_t nb = std::min(kBlock, end - n0);
@@ -118,12 +123,12 @@ void backward_range(const scalar_t* __restrict__ grad_s, const acc_t* __restrict
   }
 }
 
-template <typename scalar_t, typename acc_t, int SURR, bool BITS>
+template <typename scalar_t, typename acc_t, int SURR, bool BITS, typename P>
 void backward_impl(const scalar_t* grad_s, const acc_t* grad_v_seq, const acc_t* grad_v_last,
                    const acc_t* h_saved, const uint8_t* bits, scalar_t* grad_x, acc_t* grad_v0,
-                   int64_t T, int64_t N, const LIFParams<acc_t> p) {
+                   int64_t T, int64_t N, const P p) {
   at::parallel_for(0, N, kGrain, [=](int64_t begin, int64_t end) {
-    backward_range<scalar_t, acc_t, SURR, BITS>(grad_s, grad_v_seq, grad_v_last, h_saved, bits,
+    backward_range<scalar_t, acc_t, SURR, BITS, P>(grad_s, grad_v_seq, grad_v_last, h_saved, bits,
                                                 grad_x, grad_v0, T, N, p, begin, end);
   });
 }
@@ -132,29 +137,32 @@ void backward_impl(const scalar_t* grad_s, const acc_t* grad_v_seq, const acc_t*
 void launch_forward(const ForwardArgs& a) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "lif_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto p = params_from<acc_t>(a.tau, a.v_threshold, a.v_reset, a.alpha, a.flags);
+    const auto params = params_from<acc_t>(a.tau, a.v_threshold, a.v_reset, a.alpha, a.flags);
     acc_t* vs = opt_ptr<acc_t>(a.v_seq);
     acc_t* hs = opt_ptr<acc_t>(a.h);
     uint8_t* bs = opt_ptr<uint8_t>(a.bits);
-    auto args = std::make_tuple(a.x.data_ptr<scalar_t>(), opt_ptr<acc_t>(a.v0),
-                                static_cast<acc_t>(a.v_init), a.spikes.data_ptr<scalar_t>(),
-                                a.v_last.data_ptr<acc_t>(), vs, hs, bs, a.T, a.N, p);
-    // Instantiate only the flag combinations the op uses: H xor bits xor nothing saved.
-    auto run = [&](auto save_h, auto save_bits) {
-      constexpr bool kH = decltype(save_h)::value, kB = decltype(save_bits)::value;
-      if (vs) {
-        std::apply(forward_impl<scalar_t, acc_t, kH, kB, true>, args);
+    lif_with_static_flags<kCpuStaticFlags>(params, [&](auto p) {
+      using P = decltype(p);
+      auto args = std::make_tuple(a.x.data_ptr<scalar_t>(), opt_ptr<acc_t>(a.v0),
+                                  static_cast<acc_t>(a.v_init), a.spikes.data_ptr<scalar_t>(),
+                                  a.v_last.data_ptr<acc_t>(), vs, hs, bs, a.T, a.N, p);
+      // Instantiate only the flag combinations the op uses: H xor bits xor nothing saved.
+      auto run = [&](auto save_h, auto save_bits) {
+        constexpr bool kH = decltype(save_h)::value, kB = decltype(save_bits)::value;
+        if (vs) {
+          std::apply(forward_impl<scalar_t, acc_t, kH, kB, true, P>, args);
+        } else {
+          std::apply(forward_impl<scalar_t, acc_t, kH, kB, false, P>, args);
+        }
+      };
+      if (hs) {
+        run(std::true_type{}, std::false_type{});
+      } else if (bs) {
+        run(std::false_type{}, std::true_type{});
       } else {
-        std::apply(forward_impl<scalar_t, acc_t, kH, kB, false>, args);
+        run(std::false_type{}, std::false_type{});
       }
-    };
-    if (hs) {
-      run(std::true_type{}, std::false_type{});
-    } else if (bs) {
-      run(std::false_type{}, std::true_type{});
-    } else {
-      run(std::false_type{}, std::false_type{});
-    }
+    });
   });
 }
 
@@ -164,20 +172,24 @@ void launch_backward(const BackwardArgs& a) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, a.grad_s.scalar_type(), "lif_backward", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const auto p = params_from<acc_t>(a.tau, a.v_threshold, a.v_reset, a.alpha, a.flags);
-        auto args = std::make_tuple(a.grad_s.data_ptr<scalar_t>(), opt_ptr<acc_t>(a.grad_v_seq),
-                                    opt_ptr<acc_t>(a.grad_v_last), opt_ptr<acc_t>(a.h),
-                                    opt_ptr<uint8_t>(a.bits), a.grad_x.data_ptr<scalar_t>(),
-                                    a.grad_v0.data_ptr<acc_t>(), a.T, a.N, p);
-        if (a.bits.defined()) {
-          std::apply(backward_impl<scalar_t, acc_t, kRect, true>, args);
-        } else if (surrogate == kRect) {
-          std::apply(backward_impl<scalar_t, acc_t, kRect, false>, args);
-        } else if (surrogate == kSigmoid) {
-          std::apply(backward_impl<scalar_t, acc_t, kSigmoid, false>, args);
-        } else {
-          std::apply(backward_impl<scalar_t, acc_t, kATan, false>, args);
-        }
+        const auto params = params_from<acc_t>(a.tau, a.v_threshold, a.v_reset, a.alpha,
+                                               a.flags);
+        lif_with_static_flags<kCpuStaticFlags>(params, [&](auto p) {
+          using P = decltype(p);
+          auto args = std::make_tuple(
+              a.grad_s.data_ptr<scalar_t>(), opt_ptr<acc_t>(a.grad_v_seq),
+              opt_ptr<acc_t>(a.grad_v_last), opt_ptr<acc_t>(a.h), opt_ptr<uint8_t>(a.bits),
+              a.grad_x.data_ptr<scalar_t>(), a.grad_v0.data_ptr<acc_t>(), a.T, a.N, p);
+          if (a.bits.defined()) {
+            std::apply(backward_impl<scalar_t, acc_t, kRect, true, P>, args);
+          } else if (surrogate == kRect) {
+            std::apply(backward_impl<scalar_t, acc_t, kRect, false, P>, args);
+          } else if (surrogate == kSigmoid) {
+            std::apply(backward_impl<scalar_t, acc_t, kSigmoid, false, P>, args);
+          } else {
+            std::apply(backward_impl<scalar_t, acc_t, kATan, false, P>, args);
+          }
+        });
       });
 }
 

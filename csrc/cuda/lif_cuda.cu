@@ -42,42 +42,46 @@ struct KernelStorage<at::BFloat16> {
   using type = bf16_t;
 };
 
-template <typename S, typename A, int VEC, int SAVE, bool STORE_V>
+template <typename S, typename A, int VEC, int SAVE, typename P>
 __global__ void __launch_bounds__(kThreads)
     lif_forward_kernel(const S* __restrict__ x, const A* __restrict__ v0, A v_init,
                        S* __restrict__ spikes, A* __restrict__ v_last, A* __restrict__ v_seq,
                        A* __restrict__ h_saved, lif_u8* __restrict__ bits, lif_i64 T, lif_i64 N,
-                       const LIFParams<A> p) {
-  lif_forward_body<S, A, VEC, SAVE, STORE_V>(x, v0, v_init, spikes, v_last, v_seq, h_saved, bits,
-                                             T, N, p);
+                       const P p) {
+  lif_forward_body<S, A, VEC, SAVE>(x, v0, v_init, spikes, v_last, v_seq, h_saved, bits, T, N,
+                                    p);
 }
 
-template <typename S, typename A, int VEC, int SURR, bool BITS>
+template <typename S, typename A, int VEC, int SURR, bool BITS, typename P>
 __global__ void __launch_bounds__(kThreads)
     lif_backward_kernel(const S* __restrict__ grad_s, const A* __restrict__ grad_v_seq,
                         const A* __restrict__ grad_v_last, const A* __restrict__ h_saved,
                         const lif_u8* __restrict__ bits, S* __restrict__ grad_x,
-                        A* __restrict__ grad_v0, lif_i64 T, lif_i64 N, const LIFParams<A> p) {
+                        A* __restrict__ grad_v0, lif_i64 T, lif_i64 N, const P p) {
   lif_backward_body<S, A, VEC, SURR, BITS>(grad_s, grad_v_seq, grad_v_last, h_saved, bits,
                                            grad_x, grad_v0, T, N, p);
 }
 
-// The widest VEC in {8, 4, 2, 1}, at most max_vec (16 bytes of the storage type), with
-// N % VEC == 0 and every (pointer, element size) aligned to VEC elements. Null pointers do not
-// constrain. cupy_lif.pick_vec applies the same rule up to 4.
-int pick_vec(int64_t N, int max_vec, std::initializer_list<std::pair<const void*, int64_t>> ptrs) {
-  for (int vec : {8, 4, 2}) {
-    if (vec > max_vec || N % vec != 0) continue;
-    bool ok = true;
-    for (const auto& pe : ptrs) {
-      const auto addr = reinterpret_cast<std::uintptr_t>(pe.first);
-      if (pe.first != nullptr && addr % static_cast<std::uintptr_t>(vec * pe.second) != 0) {
-        ok = false;
-      }
+// Which flags each 16-byte kernel fixes at compile time (a kernel per combination): forward
+// never reads detach_reset; backward's decay_input only selects its result (one select).
+// fp64 and the VEC=1 fallback keep every flag run-time (one kernel for all configurations).
+constexpr int kForwardStaticFlags = kMathHardReset | kMathDecayInput | kMathTauPow2;
+constexpr int kBackwardStaticFlags = kMathHardReset | kMathDetachReset | kMathTauPow2;
+
+// VEC = 16 bytes of the storage type (vec16) when N % vec16 == 0 and every (pointer, element
+// size) is aligned to vec16 elements, else 1. Null pointers do not constrain. Only these two
+// widths are compiled: the 16-byte kernels are specialized per flag combination, and any
+// misaligned or odd-sized input takes the one general VEC=1 kernel. cupy_lif.pick_vec applies
+// the same alignment rule over (4, 2, 1).
+int pick_vec(int64_t N, int vec16, std::initializer_list<std::pair<const void*, int64_t>> ptrs) {
+  if (N % vec16 != 0) return 1;
+  for (const auto& pe : ptrs) {
+    const auto addr = reinterpret_cast<std::uintptr_t>(pe.first);
+    if (pe.first != nullptr && addr % static_cast<std::uintptr_t>(vec16 * pe.second) != 0) {
+      return 1;
     }
-    if (ok) return vec;
   }
-  return 1;
+  return vec16;
 }
 
 template <typename T>
@@ -104,22 +108,20 @@ LaunchShape launch_shape(int64_t N, int vec, const at::Tensor& like) {
           static_cast<unsigned int>(threads)};
 }
 
-// Calls f(std::integral_constant<int, VEC>{}) for the run-time vector width vec (8, 4, 2, 1).
-// VEC=8 is instantiated for 2-byte storage only (16 bytes); pick_vec never asks it for wider.
-template <typename S, typename F>
-void with_vec(int vec, F&& f) {
-  if constexpr (sizeof(S) == 2) {
-    if (vec == 8) {
-      f(std::integral_constant<int, 8>{});
-      return;
+// Calls f(integral_constant VEC, params) for the run-time vector width vec (16 bytes of S, or
+// 1): the 16-byte kernels of fp32 / fp16 / bf16 get the flags in MASK fixed at compile time,
+// the others run-time flags.
+template <typename S, int MASK, typename A, typename F>
+void with_vec_and_params(int vec, const LIFParams<A>& p, F&& f) {
+  constexpr int kVec16 = static_cast<int>(16 / sizeof(S));
+  if (vec == kVec16) {
+    if constexpr (sizeof(S) <= 4) {
+      lif_with_static_flags<MASK>(p, [&](auto q) { f(std::integral_constant<int, kVec16>{}, q); });
+    } else {
+      f(std::integral_constant<int, kVec16>{}, p);
     }
-  }
-  if (vec == 4) {
-    f(std::integral_constant<int, 4>{});
-  } else if (vec == 2) {
-    f(std::integral_constant<int, 2>{});
   } else {
-    f(std::integral_constant<int, 1>{});
+    f(std::integral_constant<int, 1>{}, p);
   }
 }
 
@@ -130,7 +132,7 @@ void launch_forward(const ForwardArgs& a) {
                                   [&] {
     using A = at::opmath_type<scalar_t>;
     using S = typename KernelStorage<scalar_t>::type;
-    const auto p = params_from<A>(a.tau, a.v_threshold, a.v_reset, a.alpha, a.flags);
+    const auto params = params_from<A>(a.tau, a.v_threshold, a.v_reset, a.alpha, a.flags);
     const S* xp = reinterpret_cast<const S*>(a.x.data_ptr<scalar_t>());
     S* sp = reinterpret_cast<S*>(a.spikes.data_ptr<scalar_t>());
     const A* v0p = opt_ptr<A>(a.v0);
@@ -145,29 +147,26 @@ void launch_forward(const ForwardArgs& a) {
     const int save = hs ? kSaveH : (bs ? kSaveBits : kSaveNone);
     const LaunchShape shape = launch_shape(a.N, vec, a.x);
     const A v_init = static_cast<A>(a.v_init);
-    auto launch = [&](auto vec_c, auto save_c, auto store_c) {
+    auto launch = [&](auto vec_c, auto save_c, const auto& p) {
       constexpr int kVec = decltype(vec_c)::value, kSave = decltype(save_c)::value;
-      constexpr bool kStore = decltype(store_c)::value;
-      lif_forward_kernel<S, A, kVec, kSave, kStore><<<shape.blocks, shape.threads, 0, stream>>>(
-          xp, v0p, v_init, sp, vlp, vs, hs, bs, a.T, a.N, p);
-    };
-    auto by_store = [&](auto vec_c, auto save_c) {
-      if (vs) {
-        launch(vec_c, save_c, std::true_type{});
+      using P = std::decay_t<decltype(p)>;
+      // The window bits exist for soft reset only: no kernel for bits with a static hard reset.
+      if constexpr (!(kSave == kSaveBits && P::static_set(kMathHardReset))) {
+        lif_forward_kernel<S, A, kVec, kSave, P><<<shape.blocks, shape.threads, 0, stream>>>(
+            xp, v0p, v_init, sp, vlp, vs, hs, bs, a.T, a.N, p);
       } else {
-        launch(vec_c, save_c, std::false_type{});
+        TORCH_CHECK(false, "tssd_fast: window bits are saved for soft reset only");
       }
     };
-    auto by_save = [&](auto vec_c) {
+    with_vec_and_params<S, kForwardStaticFlags>(vec, params, [&](auto vec_c, const auto& p) {
       if (save == kSaveH) {
-        by_store(vec_c, std::integral_constant<int, kSaveH>{});
+        launch(vec_c, std::integral_constant<int, kSaveH>{}, p);
       } else if (save == kSaveBits) {
-        by_store(vec_c, std::integral_constant<int, kSaveBits>{});
+        launch(vec_c, std::integral_constant<int, kSaveBits>{}, p);
       } else {
-        by_store(vec_c, std::integral_constant<int, kSaveNone>{});
+        launch(vec_c, std::integral_constant<int, kSaveNone>{}, p);
       }
-    };
-    with_vec<S>(vec, by_save);
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -181,7 +180,7 @@ void launch_backward(const BackwardArgs& a) {
                                   "lif_backward_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     using S = typename KernelStorage<scalar_t>::type;
-    const auto p = params_from<A>(a.tau, a.v_threshold, a.v_reset, a.alpha, a.flags);
+    const auto params = params_from<A>(a.tau, a.v_threshold, a.v_reset, a.alpha, a.flags);
     const S* gsp = reinterpret_cast<const S*>(a.grad_s.data_ptr<scalar_t>());
     S* gxp = reinterpret_cast<S*>(a.grad_x.data_ptr<scalar_t>());
     const A* gvs = opt_ptr<A>(a.grad_v_seq);
@@ -194,24 +193,29 @@ void launch_backward(const BackwardArgs& a) {
                              {{gsp, es}, {gxp, es}, {gvs, ea}, {gvl, ea}, {hs, ea}, {bs, 1},
                               {gv0, ea}});
     const LaunchShape shape = launch_shape(a.N, vec, a.grad_s);
-    auto launch = [&](auto vec_c, auto surr_c, auto bits_c) {
+    auto launch = [&](auto vec_c, auto surr_c, auto bits_c, const auto& p) {
       constexpr int kVec = decltype(vec_c)::value, kSurr = decltype(surr_c)::value;
       constexpr bool kBits = decltype(bits_c)::value;
-      lif_backward_kernel<S, A, kVec, kSurr, kBits><<<shape.blocks, shape.threads, 0, stream>>>(
-          gsp, gvs, gvl, hs, bs, gxp, gv0, a.T, a.N, p);
-    };
-    auto by_mode = [&](auto vec_c) {
-      if (bs) {
-        launch(vec_c, std::integral_constant<int, kRect>{}, std::true_type{});
-      } else if (surrogate == kRect) {
-        launch(vec_c, std::integral_constant<int, kRect>{}, std::false_type{});
-      } else if (surrogate == kSigmoid) {
-        launch(vec_c, std::integral_constant<int, kSigmoid>{}, std::false_type{});
+      using P = std::decay_t<decltype(p)>;
+      if constexpr (!(kBits && P::static_set(kMathHardReset))) {
+        lif_backward_kernel<S, A, kVec, kSurr, kBits, P><<<shape.blocks, shape.threads, 0,
+                                                            stream>>>(gsp, gvs, gvl, hs, bs, gxp,
+                                                                      gv0, a.T, a.N, p);
       } else {
-        launch(vec_c, std::integral_constant<int, kATan>{}, std::false_type{});
+        TORCH_CHECK(false, "tssd_fast: window bits are saved for soft reset only");
       }
     };
-    with_vec<S>(vec, by_mode);
+    with_vec_and_params<S, kBackwardStaticFlags>(vec, params, [&](auto vec_c, const auto& p) {
+      if (bs) {
+        launch(vec_c, std::integral_constant<int, kRect>{}, std::true_type{}, p);
+      } else if (surrogate == kRect) {
+        launch(vec_c, std::integral_constant<int, kRect>{}, std::false_type{}, p);
+      } else if (surrogate == kSigmoid) {
+        launch(vec_c, std::integral_constant<int, kSigmoid>{}, std::false_type{}, p);
+      } else {
+        launch(vec_c, std::integral_constant<int, kATan>{}, std::false_type{}, p);
+      }
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -3,8 +3,8 @@
 //     wraps the bodies below in __global__ templates;
 //   - the CuPy path (tssd_fast/ops/cupy_lif.py, NVRTC at run time): this file with lif_step.h
 //     inlined, after a preamble that #defines the dtype and flags (LIF_STORAGE_T, LIF_ACC_T,
-//     LIF_HARD_RESET, LIF_DECAY_INPUT, LIF_DETACH_RESET, LIF_SURROGATE) and
-//     LIF_NVRTC_ENTRY_POINTS, which instantiates the extern "C" kernels at the end of this file.
+//     LIF_MATH_FLAGS, LIF_SURROGATE) and LIF_NVRTC_ENTRY_POINTS, which instantiates the
+//     extern "C" kernels at the end of this file.
 // So this file includes no header beyond lif_step.h (NVRTC has no torch and no standard
 // library): fp16 / bf16 are raw 16-bit storage types converted to fp32 with PTX / bit ops.
 //
@@ -12,6 +12,10 @@
 // every row access is a coalesced VEC-wide vector load/store (16 bytes: VEC=4 for fp32, VEC=8 for
 // fp16/bf16 in the nvcc build; the NVRTC build stops at VEC=4); the
 // next step's inputs are loaded before the current step is computed (one step in flight ahead).
+// The bodies take the parameters as any LIFParams<A, MASK, F>: with every flag static (the
+// 16-byte kernels, the NVRTC kernels) the loop has no flag branch, and a power-of-two tau is a
+// multiply. Instruction count matters: at 16 bytes per thread-step, a 16-bit kernel has half
+// the bytes per element of fp32 to pay for the same per-element math (docs/DESIGN.md, "Kernels").
 // Bytes moved per neuron-step are exactly the op's inputs and outputs, each touched once:
 //   forward : x + spikes (2 x storage) [+ H (acc) | + 1/8 byte of window bits] [+ V (acc)]
 //   backward: grad_s + grad_x (2 x storage) + H (acc) or 1/8 byte [+ grad_v_seq (acc)]
@@ -67,14 +71,20 @@ __device__ __forceinline__ f16_t lif_from_acc<f16_t, float>(float a) {
 }
 template <>
 __device__ __forceinline__ bf16_t lif_from_acc<bf16_t, float>(float a) {
-  // c10::BFloat16's round-to-nearest-even (portable: cvt.rn.bf16.f32 needs sm_80).
-  const lif_u32 u = __float_as_uint(a);
   bf16_t r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  // One instruction, and the same conversion torch's CUDA kernels use (c10::BFloat16 calls
+  // __float2bfloat16 there): equal bits for every input, NaN included.
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.bits) : "f"(a));
+#else
+  // c10::BFloat16's round-to-nearest-even in bit operations (no cvt.rn.bf16.f32 before sm_80).
+  const lif_u32 u = __float_as_uint(a);
   if ((u & 0x7fffffffu) > 0x7f800000u) {
     r.bits = 0x7fc0;  // NaN
   } else {
     r.bits = static_cast<lif_u16>((u + (((u >> 16) & 1u) + 0x7fffu)) >> 16);
   }
+#endif
   return r;
 }
 
@@ -93,19 +103,110 @@ __device__ __forceinline__ void lif_vstore(T* p, const Vec<T, VEC>& v) {
   *reinterpret_cast<Vec<T, VEC>*>(p) = v;
 }
 
+// Two fp16 / bf16 in one 32-bit word (lo at the lower address) <-> two fp32 values. On sm_80+
+// one cvt.rn.{f16x2,bf16x2}.f32 converts a pair, with the rounding (and NaN) of the scalar
+// conversions above; bf16 widens by a shift and a mask.
+__device__ __forceinline__ lif_u32 lif_pack2(float lo, float hi, f16_t) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  lif_u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return lif_from_acc<f16_t, float>(lo).bits |
+         (static_cast<lif_u32>(lif_from_acc<f16_t, float>(hi).bits) << 16);
+#endif
+}
+__device__ __forceinline__ lif_u32 lif_pack2(float lo, float hi, bf16_t) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  lif_u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return lif_from_acc<bf16_t, float>(lo).bits |
+         (static_cast<lif_u32>(lif_from_acc<bf16_t, float>(hi).bits) << 16);
+#endif
+}
+__device__ __forceinline__ void lif_unpack2(lif_u32 w, float& lo, float& hi, f16_t) {
+  lo = lif_to_acc(f16_t{static_cast<lif_u16>(w & 0xffffu)});
+  hi = lif_to_acc(f16_t{static_cast<lif_u16>(w >> 16)});
+}
+__device__ __forceinline__ void lif_unpack2(lif_u32 w, float& lo, float& hi, bf16_t) {
+  lo = __uint_as_float(w << 16);
+  hi = __uint_as_float(w & 0xffff0000u);
+}
+
+// One row's VEC elements at p (aligned to VEC), widened to the compute type. 16-bit types move
+// as 32-bit words, two elements each, so no 16-bit register shuffling sits between the 16-byte
+// access and the math.
+template <typename S, typename A, int VEC>
+__device__ __forceinline__ void lif_load_row(const S* __restrict__ p, A (&out)[VEC]) {
+  const Vec<S, VEC> v = lif_vload<S, VEC>(p);
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) out[j] = lif_to_acc(v.v[j]);
+}
+template <typename S16, int VEC>
+__device__ __forceinline__ void lif_load_row_16(const S16* __restrict__ p, float (&out)[VEC]) {
+  if (VEC % 2 == 0) {
+    const Vec<lif_u32, (VEC + 1) / 2> w =
+        lif_vload<lif_u32, (VEC + 1) / 2>(reinterpret_cast<const lif_u32*>(p));
+#pragma unroll
+    for (int i = 0; 2 * i + 1 < VEC; ++i) lif_unpack2(w.v[i], out[2 * i], out[2 * i + 1], S16{});
+  } else {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) out[j] = lif_to_acc(p[j]);
+  }
+}
+template <int VEC>
+__device__ __forceinline__ void lif_load_row(const f16_t* __restrict__ p, float (&out)[VEC]) {
+  lif_load_row_16(p, out);
+}
+template <int VEC>
+__device__ __forceinline__ void lif_load_row(const bf16_t* __restrict__ p, float (&out)[VEC]) {
+  lif_load_row_16(p, out);
+}
+
+// VEC compute-type values stored as one row at p, rounded to nearest even (spikes, exactly 0 or
+// 1, convert exactly).
+template <typename S, typename A, int VEC>
+__device__ __forceinline__ void lif_store_row(S* __restrict__ p, const A (&in)[VEC]) {
+  Vec<S, VEC> v;
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) v.v[j] = lif_from_acc<S, A>(in[j]);
+  lif_vstore<S, VEC>(p, v);
+}
+template <typename S16, int VEC>
+__device__ __forceinline__ void lif_store_row_16(S16* __restrict__ p, const float (&in)[VEC]) {
+  if (VEC % 2 == 0) {
+    Vec<lif_u32, (VEC + 1) / 2> w;
+#pragma unroll
+    for (int i = 0; 2 * i + 1 < VEC; ++i) w.v[i] = lif_pack2(in[2 * i], in[2 * i + 1], S16{});
+    lif_vstore<lif_u32, (VEC + 1) / 2>(reinterpret_cast<lif_u32*>(p), w);
+  } else {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) p[j] = lif_from_acc<S16, float>(in[j]);
+  }
+}
+template <int VEC>
+__device__ __forceinline__ void lif_store_row(f16_t* __restrict__ p, const float (&in)[VEC]) {
+  lif_store_row_16(p, in);
+}
+template <int VEC>
+__device__ __forceinline__ void lif_store_row(bf16_t* __restrict__ p, const float (&in)[VEC]) {
+  lif_store_row_16(p, in);
+}
+
 // Forward over x [T, N] (row t at x + t*N), from v0 [N], or from the scalar v_init when v0 is
 // null (no tensor for a fresh neuron's state). Thread i owns neurons [i*VEC, i*VEC + VEC);
 // N % VEC == 0 and every pointer is aligned to VEC elements (the launchers check it).
-// Reads x (+ v0); writes spikes and v_last, + H (kSaveH) or the bits (kSaveBits), + V (STORE_V).
-// S: storage type, A: compute type. Writes spikes [T, N], v_last [N], and per the flags H [T, N],
-// the window bits [ceil(T/8), N] (bit t%8 of row t/8) and V [T, N].
-template <typename S, typename A, int VEC, int SAVE, bool STORE_V>
-__device__ __forceinline__ void lif_forward_body(
+// Reads x (+ v0); writes spikes and v_last, + H (kSaveH) or the bits (kSaveBits), + V when
+// v_seq is not null. S: storage type, A: compute type, P: LIFParams<A, ...>. Writes spikes
+// [T, N], v_last [N], and per the flags H [T, N], the window bits [ceil(T/8), N] (bit t%8 of row
+// t/8) and V [T, N].
+template <typename S, typename A, int VEC, int SAVE, bool STORE_V, typename P>
+__device__ __forceinline__ void lif_forward_loop(
     const S* __restrict__ x, const A* __restrict__ v0, A v_init, S* __restrict__ spikes,
     A* __restrict__ v_last, A* __restrict__ v_seq, A* __restrict__ h_saved,
-    lif_u8* __restrict__ bits, lif_i64 T, lif_i64 N, const LIFParams<A>& p) {
-  const lif_i64 n = (static_cast<lif_i64>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC;
-  if (n >= N) return;
+    lif_u8* __restrict__ bits, lif_i64 T, lif_i64 N, const P& p, lif_i64 n) {
   Vec<A, VEC> v;
   if (v0 != nullptr) {
     v = lif_vload<A, VEC>(v0 + n);
@@ -113,52 +214,78 @@ __device__ __forceinline__ void lif_forward_body(
 #pragma unroll
     for (int j = 0; j < VEC; ++j) v.v[j] = v_init;
   }
-  Vec<lif_u8, VEC> m;
+  // Window bits: each step shifts a neuron's word left and ors in its bit (2 instructions, no
+  // run-time shift amount, no clearing: older bytes move above bit 7); after a byte's steps,
+  // __brev turns the word around so that step t % 8 lands on bit t % 8 of the stored byte.
+  lif_u32 m[VEC];
 #pragma unroll
-  for (int j = 0; j < VEC; ++j) m.v[j] = 0;
-  Vec<S, VEC> x_next = lif_vload<S, VEC>(x + n);
+  for (int j = 0; j < VEC; ++j) m[j] = 0;
+  A x_next[VEC];
+  lif_load_row<S, A, VEC>(x + n, x_next);
   lif_i64 off = n;
-  for (lif_i64 t = 0; t < T; ++t, off += N) {
-    const Vec<S, VEC> xt = x_next;
-    if (t + 1 < T) x_next = lif_vload<S, VEC>(x + off + N);  // in flight during step t
-    Vec<S, VEC> st;
-    Vec<A, VEC> ht;
-    const int bit = static_cast<int>(t & 7);
+  // Steps in groups of 8, one window-bit byte per group: the byte's store runs once per group
+  // instead of being predicated off in 7 steps of 8.
+  for (lif_i64 t0 = 0; t0 < T; t0 += 8) {
+    const int steps = T - t0 < 8 ? static_cast<int>(T - t0) : 8;
+    for (int k = 0; k < steps; ++k, off += N) {
+      A xt[VEC];
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) {
-      const A h = lif_charge<A>(v.v[j], lif_to_acc(xt.v[j]), p);
-      const A s = lif_fire(h, p);
-      st.v[j] = lif_from_acc<S, A>(s);
-      ht.v[j] = h;
-      if (SAVE == kSaveBits) {
-        if (bit == 0) m.v[j] = 0;
-        m.v[j] |= static_cast<lif_u8>(static_cast<lif_u8>(lif_rect_window(h, p)) << bit);
+      for (int j = 0; j < VEC; ++j) xt[j] = x_next[j];
+      // Step t+1's row, in flight during step t; at t = T-1 row t again (a cache hit), so
+      // the load needs no predicate and xt no register copies.
+      lif_load_row<S, A, VEC>(x + (t0 + k + 1 < T ? off + N : off), x_next);
+      A st[VEC];
+      Vec<A, VEC> ht;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        const A h = lif_charge<A>(v.v[j], xt[j], p);
+        st[j] = lif_fire(h, p);
+        ht.v[j] = h;
+        // shift the word left, the window bit in at bit 0: SEL + SHF.L.W (funnel shift)
+        if (SAVE == kSaveBits) m[j] = __funnelshift_l(lif_rect_window(h, p) ? 0x80000000u : 0u, m[j], 1);
+        v.v[j] = lif_reset(h, st[j], p);
       }
-      v.v[j] = lif_reset(h, s, p);
+      lif_store_row<S, A, VEC>(spikes + off, st);
+      if (SAVE == kSaveH) lif_vstore<A, VEC>(h_saved + off, ht);
+      if (STORE_V) lif_vstore<A, VEC>(v_seq + off, v);
     }
-    lif_vstore<S, VEC>(spikes + off, st);
-    if (SAVE == kSaveH) lif_vstore<A, VEC>(h_saved + off, ht);
-    if (SAVE == kSaveBits && (bit == 7 || t == T - 1)) {
-      lif_vstore<lif_u8, VEC>(bits + (t >> 3) * N + n, m);
+    if (SAVE == kSaveBits) {
+      Vec<lif_u8, VEC> mb;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) mb.v[j] = static_cast<lif_u8>(__brev(m[j]) >> (32 - steps));
+      lif_vstore<lif_u8, VEC>(bits + (t0 >> 3) * N + n, mb);
     }
-    if (STORE_V) lif_vstore<A, VEC>(v_seq + off, v);
   }
   lif_vstore<A, VEC>(v_last + n, v);
+}
+
+template <typename S, typename A, int VEC, int SAVE, typename P>
+__device__ __forceinline__ void lif_forward_body(
+    const S* __restrict__ x, const A* __restrict__ v0, A v_init, S* __restrict__ spikes,
+    A* __restrict__ v_last, A* __restrict__ v_seq, A* __restrict__ h_saved,
+    lif_u8* __restrict__ bits, lif_i64 T, lif_i64 N, const P& p) {
+  const lif_i64 n = (static_cast<lif_i64>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC;
+  if (n >= N) return;
+  // One loop with the V[t] stores, one without: no branch for them inside the time loop.
+  if (v_seq != nullptr) {
+    lif_forward_loop<S, A, VEC, SAVE, true>(x, v0, v_init, spikes, v_last, v_seq, h_saved, bits,
+                                            T, N, p, n);
+  } else {
+    lif_forward_loop<S, A, VEC, SAVE, false>(x, v0, v_init, spikes, v_last, v_seq, h_saved,
+                                             bits, T, N, p, n);
+  }
 }
 
 // Backward (BPTT) over grad_s [T, N], from t = T-1 down to 0. BITS: the Rect + soft reset case,
 // reading the window bits instead of H (sg = alpha * bit). grad_v_seq [T, N] and grad_v_last [N]
 // may be null (no gradient). Writes grad_x [T, N] and grad_v0 [N]. Same layout rules as forward.
 // Reads grad_s and H (or the bits) (+ grad_v_seq, grad_v_last); writes grad_x and grad_v0.
-template <typename S, typename A, int VEC, int SURR, bool BITS>
-__device__ __forceinline__ void lif_backward_body(
+template <typename S, typename A, int VEC, int SURR, bool BITS, bool HAS_GVS, typename P>
+__device__ __forceinline__ void lif_backward_loop(
     const S* __restrict__ grad_s, const A* __restrict__ grad_v_seq,
     const A* __restrict__ grad_v_last, const A* __restrict__ h_saved,
     const lif_u8* __restrict__ bits, S* __restrict__ grad_x, A* __restrict__ grad_v0,
-    lif_i64 T, lif_i64 N, const LIFParams<A>& p) {
-  const lif_i64 n = (static_cast<lif_i64>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC;
-  if (n >= N) return;
-  const bool has_gvs = grad_v_seq != nullptr;
+    lif_i64 T, lif_i64 N, const P& p, lif_i64 n) {
   Vec<A, VEC> gv;
   if (grad_v_last != nullptr) {
     gv = lif_vload<A, VEC>(grad_v_last + n);
@@ -167,97 +294,117 @@ __device__ __forceinline__ void lif_backward_body(
     for (int j = 0; j < VEC; ++j) gv.v[j] = A(0);
   }
   lif_i64 off = (T - 1) * N + n;
-  // Step T-1's inputs; inside the loop, step t-1's are loaded before step t is computed.
-  Vec<S, VEC> gs_next = lif_vload<S, VEC>(grad_s + off);
+  // Step T-1's inputs; inside the loop, step t-1's are loaded before step t is computed, and a
+  // byte row of window bits is loaded one group of 8 steps ahead.
+  A gs_next[VEC];
+  lif_load_row<S, A, VEC>(grad_s + off, gs_next);
   Vec<A, VEC> gvs_next, h_next;
-  Vec<lif_u8, VEC> m;
-  if (has_gvs) gvs_next = lif_vload<A, VEC>(grad_v_seq + off);
+  Vec<lif_u8, VEC> m_next;
+  if (HAS_GVS) gvs_next = lif_vload<A, VEC>(grad_v_seq + off);
   if (BITS) {
-    m = lif_vload<lif_u8, VEC>(bits + ((T - 1) >> 3) * N + n);
+    m_next = lif_vload<lif_u8, VEC>(bits + ((T - 1) >> 3) * N + n);
   } else {
     h_next = lif_vload<A, VEC>(h_saved + off);
   }
-  for (lif_i64 t = T - 1; t >= 0; --t, off -= N) {
-    const Vec<S, VEC> gst = gs_next;
-    const Vec<A, VEC> gvst = gvs_next;
-    const Vec<A, VEC> ht = h_next;
-    if (t > 0) {
-      gs_next = lif_vload<S, VEC>(grad_s + off - N);
-      if (has_gvs) gvs_next = lif_vload<A, VEC>(grad_v_seq + off - N);
-      if (!BITS) h_next = lif_vload<A, VEC>(h_saved + off - N);
+  // Byte rows from the last to the first; in row r, steps t = 8r + k for k = steps-1 .. 0.
+  for (lif_i64 t0 = ((T - 1) >> 3) * 8; t0 >= 0; t0 -= 8) {
+    const int steps = T - t0 < 8 ? static_cast<int>(T - t0) : 8;
+    Vec<lif_u8, VEC> m;
+    if (BITS) {
+      m = m_next;
+      if (t0 > 0) m_next = lif_vload<lif_u8, VEC>(bits + ((t0 >> 3) - 1) * N + n);
     }
-    const int bit = static_cast<int>(t & 7);
-    Vec<S, VEC> gx;
+    for (int k = steps - 1; k >= 0; --k, off -= N) {
+      A gst[VEC];
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) {
-      if (has_gvs) gv.v[j] += gvst.v[j];
-      A g;
-      if (BITS) {
-        const A sg = ((m.v[j] >> bit) & 1) ? p.alpha : A(0);
-        g = lif_backward_step<A>(lif_to_acc(gst.v[j]), gv.v[j], A(0), A(0), sg, p);
-      } else {
-        const A h = ht.v[j];
-        const A sg = lif_surrogate_grad<SURR, A>(h, p);
-        g = lif_backward_step<A>(lif_to_acc(gst.v[j]), gv.v[j], h, lif_fire(h, p), sg, p);
+      for (int j = 0; j < VEC; ++j) gst[j] = gs_next[j];
+      const Vec<A, VEC> gvst = gvs_next;
+      const Vec<A, VEC> ht = h_next;
+      // Step t-1's rows, in flight during step t; at t = 0 row 0 again (no predicate).
+      const lif_i64 prev = t0 + k > 0 ? off - N : off;
+      lif_load_row<S, A, VEC>(grad_s + prev, gs_next);
+      if (HAS_GVS) gvs_next = lif_vload<A, VEC>(grad_v_seq + prev);
+      if (!BITS) h_next = lif_vload<A, VEC>(h_saved + prev);
+      A gx[VEC];
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        if (HAS_GVS) gv.v[j] += gvst.v[j];
+        if (BITS) {
+          const A sg = ((m.v[j] >> k) & 1) ? p.alpha : A(0);
+          gx[j] = lif_backward_step<A>(gst[j], gv.v[j], A(0), A(0), sg, p);
+        } else {
+          const A h = ht.v[j];
+          const A sg = lif_surrogate_grad<SURR, A>(h, p);
+          gx[j] = lif_backward_step<A>(gst[j], gv.v[j], h, lif_fire(h, p), sg, p);
+        }
       }
-      gx.v[j] = lif_from_acc<S, A>(g);
+      lif_store_row<S, A, VEC>(grad_x + off, gx);
     }
-    lif_vstore<S, VEC>(grad_x + off, gx);
-    if (BITS && bit == 0 && t > 0) m = lif_vload<lif_u8, VEC>(bits + ((t >> 3) - 1) * N + n);
   }
   lif_vstore<A, VEC>(grad_v0 + n, gv);
+}
+
+template <typename S, typename A, int VEC, int SURR, bool BITS, typename P>
+__device__ __forceinline__ void lif_backward_body(
+    const S* __restrict__ grad_s, const A* __restrict__ grad_v_seq,
+    const A* __restrict__ grad_v_last, const A* __restrict__ h_saved,
+    const lif_u8* __restrict__ bits, S* __restrict__ grad_x, A* __restrict__ grad_v0,
+    lif_i64 T, lif_i64 N, const P& p) {
+  const lif_i64 n = (static_cast<lif_i64>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC;
+  if (n >= N) return;
+  // One loop with the grad_v_seq reads, one without (no branch for them in the time loop).
+  if (grad_v_seq != nullptr) {
+    lif_backward_loop<S, A, VEC, SURR, BITS, true>(grad_s, grad_v_seq, grad_v_last, h_saved,
+                                                   bits, grad_x, grad_v0, T, N, p, n);
+  } else {
+    lif_backward_loop<S, A, VEC, SURR, BITS, false>(grad_s, grad_v_seq, grad_v_last, h_saved,
+                                                    bits, grad_x, grad_v0, T, N, p, n);
+  }
 }
 
 }  // namespace cuda
 }  // namespace tssd_fast
 
 // ---------------------------------------------------------------------------------------------
-// NVRTC entry points (CuPy path): one module per (dtype, hard_reset, decay_input, detach_reset,
-// surrogate), the flags compile-time constants; the float scalars are kernel arguments, rounded
-// to the compute type on the host exactly as make_lif_params does. Kernel names:
-//   lif_fwd_v{VEC}_s{SAVE}_t{STORE_V}(x, v0, spikes, v_last, v_seq, h_saved, bits, T, N,
-//                                      tau, v_threshold, v_reset, alpha, half_width, atan_scale)
+// NVRTC entry points (CuPy path): one module per (dtype, LIF_MATH_FLAGS, surrogate), the flags
+// compile-time constants; the float scalars are kernel arguments, rounded to the compute type
+// on the host exactly as make_lif_params does. Kernel names:
+//   lif_fwd_v{VEC}_s{SAVE}(x, v0, spikes, v_last, v_seq, h_saved, bits, T, N,
+//                          tau, inv_tau, v_threshold, v_reset, alpha, half_width, atan_scale)
 //   lif_bwd_v{VEC}_b{BITS}(grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0, T, N,
-//                          tau, v_threshold, v_reset, alpha, half_width, atan_scale)
+//                          tau, inv_tau, v_threshold, v_reset, alpha, half_width, atan_scale)
 // ---------------------------------------------------------------------------------------------
 #ifdef LIF_NVRTC_ENTRY_POINTS
 
 namespace tssd_fast {
 namespace cuda {
-__device__ __forceinline__ LIFParams<LIF_ACC_T> lif_nvrtc_params(
-    LIF_ACC_T tau, LIF_ACC_T v_threshold, LIF_ACC_T v_reset, LIF_ACC_T alpha,
-    LIF_ACC_T half_width, LIF_ACC_T atan_scale) {
-  LIFParams<LIF_ACC_T> p;
-  p.tau = tau;
-  p.v_threshold = v_threshold;
-  p.v_reset = LIF_HARD_RESET ? v_reset : LIF_ACC_T(0);
-  p.alpha = alpha;
-  p.half_width = half_width;
-  p.atan_scale = atan_scale;
-  p.hard_reset = LIF_HARD_RESET != 0;
-  p.decay_input = LIF_DECAY_INPUT != 0;
-  p.detach_reset = LIF_DETACH_RESET != 0;
-  return p;
+using LIFNvrtcParams = LIFParams<LIF_ACC_T, kMathAll, LIF_MATH_FLAGS>;
+__device__ __forceinline__ LIFNvrtcParams lif_nvrtc_params(
+    LIF_ACC_T tau, LIF_ACC_T inv_tau, LIF_ACC_T v_threshold, LIF_ACC_T v_reset,
+    LIF_ACC_T alpha, LIF_ACC_T half_width, LIF_ACC_T atan_scale) {
+  return {tau,   inv_tau,    v_threshold, (LIF_MATH_FLAGS & kMathHardReset) ? v_reset : LIF_ACC_T(0),
+          alpha, half_width, atan_scale,  LIF_MATH_FLAGS};
 }
 }  // namespace cuda
 }  // namespace tssd_fast
 
-#define LIF_NVRTC_SCALAR_ARGS                                                        \
-  LIF_ACC_T tau, LIF_ACC_T v_threshold, LIF_ACC_T v_reset, LIF_ACC_T alpha,          \
-      LIF_ACC_T half_width, LIF_ACC_T atan_scale
+#define LIF_NVRTC_SCALAR_ARGS                                                              \
+  LIF_ACC_T tau, LIF_ACC_T inv_tau, LIF_ACC_T v_threshold, LIF_ACC_T v_reset,              \
+      LIF_ACC_T alpha, LIF_ACC_T half_width, LIF_ACC_T atan_scale
+#define LIF_NVRTC_PARAMS                                                                   \
+  tssd_fast::cuda::lif_nvrtc_params(tau, inv_tau, v_threshold, v_reset, alpha, half_width, \
+                                    atan_scale)
 
-#define LIF_NVRTC_FWD(VEC, SAVE, STORE_V)                                                      \
+#define LIF_NVRTC_FWD(VEC, SAVE)                                                               \
   extern "C" __global__ void __launch_bounds__(tssd_fast::cuda::kThreads)                      \
-      lif_fwd_v##VEC##_s##SAVE##_t##STORE_V(                                                   \
+      lif_fwd_v##VEC##_s##SAVE(                                                                \
           const LIF_STORAGE_T* __restrict__ x, const LIF_ACC_T* __restrict__ v0,              \
           LIF_STORAGE_T* __restrict__ spikes, LIF_ACC_T* __restrict__ v_last,                  \
           LIF_ACC_T* __restrict__ v_seq, LIF_ACC_T* __restrict__ h_saved,                      \
           tssd_fast::cuda::lif_u8* __restrict__ bits, tssd_fast::cuda::lif_i64 T,              \
           tssd_fast::cuda::lif_i64 N, LIF_NVRTC_SCALAR_ARGS) {                                 \
-    const tssd_fast::LIFParams<LIF_ACC_T> p = tssd_fast::cuda::lif_nvrtc_params(             \
-        tau, v_threshold, v_reset, alpha, half_width, atan_scale);                             \
-    tssd_fast::cuda::lif_forward_body<LIF_STORAGE_T, LIF_ACC_T, VEC, SAVE, (STORE_V != 0)>(   \
-        x, v0, LIF_ACC_T(0), spikes, v_last, v_seq, h_saved, bits, T, N, p);                   \
+    tssd_fast::cuda::lif_forward_body<LIF_STORAGE_T, LIF_ACC_T, VEC, SAVE>(                    \
+        x, v0, LIF_ACC_T(0), spikes, v_last, v_seq, h_saved, bits, T, N, LIF_NVRTC_PARAMS);    \
   }
 
 #define LIF_NVRTC_BWD(VEC, BITS)                                                               \
@@ -268,20 +415,16 @@ __device__ __forceinline__ LIFParams<LIF_ACC_T> lif_nvrtc_params(
           const tssd_fast::cuda::lif_u8* __restrict__ bits,                                    \
           LIF_STORAGE_T* __restrict__ grad_x, LIF_ACC_T* __restrict__ grad_v0,                 \
           tssd_fast::cuda::lif_i64 T, tssd_fast::cuda::lif_i64 N, LIF_NVRTC_SCALAR_ARGS) {     \
-    const tssd_fast::LIFParams<LIF_ACC_T> p = tssd_fast::cuda::lif_nvrtc_params(             \
-        tau, v_threshold, v_reset, alpha, half_width, atan_scale);                             \
     tssd_fast::cuda::lif_backward_body<LIF_STORAGE_T, LIF_ACC_T, VEC,                          \
                                        (BITS ? tssd_fast::kRect : LIF_SURROGATE), (BITS != 0)>( \
-        grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0, T, N, p);             \
+        grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0, T, N,                 \
+        LIF_NVRTC_PARAMS);                                                                     \
   }
 
 #define LIF_NVRTC_FWD_ALL(VEC) \
-  LIF_NVRTC_FWD(VEC, 0, 0)     \
-  LIF_NVRTC_FWD(VEC, 0, 1)     \
-  LIF_NVRTC_FWD(VEC, 1, 0)     \
-  LIF_NVRTC_FWD(VEC, 1, 1)     \
-  LIF_NVRTC_FWD(VEC, 2, 0)     \
-  LIF_NVRTC_FWD(VEC, 2, 1)
+  LIF_NVRTC_FWD(VEC, 0)        \
+  LIF_NVRTC_FWD(VEC, 1)        \
+  LIF_NVRTC_FWD(VEC, 2)
 
 LIF_NVRTC_FWD_ALL(1)
 LIF_NVRTC_FWD_ALL(2)
@@ -289,7 +432,7 @@ LIF_NVRTC_FWD_ALL(4)
 LIF_NVRTC_BWD(1, 0)
 LIF_NVRTC_BWD(2, 0)
 LIF_NVRTC_BWD(4, 0)
-#if LIF_SURROGATE == 0 && !LIF_HARD_RESET
+#if LIF_SURROGATE == 0 && !(LIF_MATH_FLAGS & 1)
 LIF_NVRTC_BWD(1, 1)
 LIF_NVRTC_BWD(2, 1)
 LIF_NVRTC_BWD(4, 1)

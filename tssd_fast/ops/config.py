@@ -6,6 +6,7 @@ flag or a scalar. `memory_order` is the layout rule of the op (the same as memor
 csrc/lif_host.h), used by the fake implementation and the Python-launcher op.
 """
 import math
+import struct
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -94,6 +95,24 @@ class LIFConfig:
                     v_threshold=float(self.v_threshold), v_reset=self.v_reset,
                     surrogate_function=cls(alpha=float(self.alpha)),
                     detach_reset=bool(self.detach_reset))
+
+
+def tau_is_pow2(tau: float, acc_dtype: torch.dtype) -> bool:
+    """lif_tau_is_pow2 of csrc/lif_step.h for tau rounded to the compute type: a power of two
+    whose reciprocal is a normal number (then a / tau == a * (1 / tau) for every a, and the
+    kernels multiply). The Python-launched kernels (triton, cupy) decide with this."""
+    if acc_dtype == torch.float64:
+        t, min_exp, max_exp = float(tau), -1022, 1023
+    else:
+        try:
+            t = struct.unpack("f", struct.pack("f", float(tau)))[0]  # round to fp32
+        except OverflowError:
+            return False
+        min_exp, max_exp = -126, 127
+    if not (math.isfinite(t) and t > 0):
+        return False
+    m, e = math.frexp(t)  # t = m * 2**e: a power of two has m == 0.5, and 1/t = 2**(1 - e)
+    return m == 0.5 and min_exp <= 1 - e <= max_exp
 
 
 # The two neurons the project names: the TSSD paper's (tau 2, no input decay, soft reset,

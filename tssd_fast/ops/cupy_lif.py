@@ -2,8 +2,8 @@
 through CuPy, for installs built without nvcc.
 
 Source: csrc/cuda/lif_kernels.cuh with csrc/lif_step.h inlined, after a preamble that fixes the
-storage / compute types and the flags (hard_reset, decay_input, detach_reset, surrogate) and
-asks for the extern "C" entry points. One module per (flags, dtype, device), compiled once and
+storage / compute types and the flags (hard_reset, decay_input, detach_reset, whether tau is a
+power of two, surrogate) and asks for the extern "C" entry points. One module per (flags, dtype, device), compiled once and
 kept for the process (CuPy also keeps the binary in its on-disk cache). The float scalars are
 kernel arguments, rounded to the compute type here exactly as make_lif_params does in C++.
 
@@ -31,7 +31,7 @@ from typing import Callable, Dict, Hashable, Iterable, Optional, Tuple
 import torch
 
 from . import _ext
-from .config import LIFConfig, window_rows
+from .config import LIFConfig, tau_is_pow2, window_rows
 
 SAVE_NONE, SAVE_H, SAVE_BITS = 0, 1, 2
 THREADS = 256  # tssd_fast::cuda::kThreads
@@ -54,12 +54,19 @@ _PRAGMA_ONCE_RE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*$", re.MULTIL
 # Pure functions: source assembly, cache keys, kernel names, vector width, scalar arguments.
 # ------------------------------------------------------------------------------------------
 
+def math_flags(cfg: LIFConfig, dtype: torch.dtype) -> int:
+    """LIFParams::flags of csrc/lif_step.h (kMathHardReset 1, kMathDecayInput 2,
+    kMathDetachReset 4, kMathTauPow2 8) for cfg with storage dtype `dtype`."""
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    return (1 * bool(cfg.hard_reset) + 2 * bool(cfg.decay_input) + 4 * bool(cfg.detach_reset)
+            + 8 * tau_is_pow2(cfg.tau, acc))
+
+
 def config_key(cfg: LIFConfig, dtype: torch.dtype) -> Tuple:
-    """What a compiled module depends on: the storage dtype and the compile-time flags."""
+    """What a compiled module depends on: the storage dtype, the math flags and the surrogate."""
     if dtype not in _KERNEL_TYPES:
         raise TypeError(f"tssd_fast cupy backend: unsupported dtype {dtype}")
-    return (str(dtype).replace("torch.", ""), bool(cfg.hard_reset), bool(cfg.decay_input),
-            bool(cfg.detach_reset), int(cfg.surrogate_id))
+    return (str(dtype).replace("torch.", ""), math_flags(cfg, dtype), int(cfg.surrogate_id))
 
 
 def inline_includes(path: Path, _seen: Optional[set] = None) -> str:
@@ -84,17 +91,15 @@ def inline_includes(path: Path, _seen: Optional[set] = None) -> str:
 
 def kernel_source(key: Tuple, csrc: Optional[Path] = None) -> str:
     """The complete NVRTC source of the module for config_key `key`."""
-    dtype_name, hard, decay, detach, surr = key
+    dtype_name, flags, surr = key
     storage, acc = _KERNEL_TYPES[getattr(torch, dtype_name)]
     csrc = Path(_ext.csrc_dir() if csrc is None else csrc)
     preamble = "\n".join([
-        f"// tssd_fast LIF kernels for CuPy/NVRTC: dtype={dtype_name} hard_reset={hard} "
-        f"decay_input={decay} detach_reset={detach} surrogate={surr}",
+        f"// tssd_fast LIF kernels for CuPy/NVRTC: dtype={dtype_name} math flags={flags} "
+        f"(hard_reset 1, decay_input 2, detach_reset 4, tau a power of two 8) surrogate={surr}",
         f"#define LIF_STORAGE_T {storage}",
         f"#define LIF_ACC_T {acc}",
-        f"#define LIF_HARD_RESET {int(hard)}",
-        f"#define LIF_DECAY_INPUT {int(decay)}",
-        f"#define LIF_DETACH_RESET {int(detach)}",
+        f"#define LIF_MATH_FLAGS {int(flags)}",
         f"#define LIF_SURROGATE {int(surr)}",
         "#define LIF_NVRTC_ENTRY_POINTS 1",
         "",
@@ -102,8 +107,8 @@ def kernel_source(key: Tuple, csrc: Optional[Path] = None) -> str:
     return preamble + inline_includes(csrc / "cuda" / "lif_kernels.cuh")
 
 
-def fwd_kernel_name(vec: int, save: int, store_v: bool) -> str:
-    return f"lif_fwd_v{vec}_s{save}_t{int(bool(store_v))}"
+def fwd_kernel_name(vec: int, save: int) -> str:
+    return f"lif_fwd_v{vec}_s{save}"
 
 
 def bwd_kernel_name(vec: int, bits: bool) -> str:
@@ -112,11 +117,11 @@ def bwd_kernel_name(vec: int, bits: bool) -> str:
 
 def kernel_names(key: Tuple) -> Tuple[str, ...]:
     """Every entry point the module of `key` defines."""
-    _, hard, _, _, surr = key
-    names = [fwd_kernel_name(v, s, t) for v in (1, 2, 4) for s in (0, 1, 2) for t in (0, 1)]
-    names += [bwd_kernel_name(v, False) for v in (1, 2, 4)]
-    if surr == 0 and not hard:
-        names += [bwd_kernel_name(v, True) for v in (1, 2, 4)]
+    _, flags, surr = key
+    names = [fwd_kernel_name(v, s) for v in VECS for s in (0, 1, 2)]
+    names += [bwd_kernel_name(v, False) for v in VECS]
+    if surr == 0 and not flags & 1:
+        names += [bwd_kernel_name(v, True) for v in VECS]
     return tuple(names)
 
 
@@ -135,11 +140,14 @@ def num_blocks(N: int, vec: int) -> int:
 
 
 def scalar_args(cfg: LIFConfig, acc_dtype) -> Tuple:
-    """(tau, v_threshold, v_reset, alpha, half_width, atan_scale) rounded once from Python
-    doubles to the compute type, as make_lif_params in csrc/lif_step.h."""
+    """(tau, inv_tau, v_threshold, v_reset, alpha, half_width, atan_scale) rounded once from
+    Python doubles to the compute type, as make_lif_params in csrc/lif_step.h (inv_tau = 1 / tau
+    divided in the compute type)."""
     import numpy as np
     f = np.float64 if acc_dtype == torch.float64 else np.float32
-    return (f(cfg.tau), f(cfg.v_threshold), f(cfg.v_reset_value), f(cfg.alpha),
+    with np.errstate(over="ignore", divide="ignore"):
+        inv_tau = f(1) / f(cfg.tau)
+    return (f(cfg.tau), inv_tau, f(cfg.v_threshold), f(cfg.v_reset_value), f(cfg.alpha),
             f(0.5 / cfg.alpha), f(1.5707963267948966 * cfg.alpha))
 
 
@@ -339,8 +347,7 @@ class CupyLauncher:
         save = SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
         args = tuple(np.uint64(_ptr(t)) for t in (x, v0, spikes, v_last, v_seq, h_saved, bits))
         args += (np.int64(T), np.int64(N)) + scalar_args(cfg, acc)
-        self._launch(x.device, cfg, x.dtype, fwd_kernel_name(vec, save, v_seq is not None),
-                     N, vec, args)
+        self._launch(x.device, cfg, x.dtype, fwd_kernel_name(vec, save), N, vec, args)
 
     def backward(self, grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0, cfg):
         import numpy as np

@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from .config import LIFConfig
+from .config import LIFConfig, tau_is_pow2
 
 try:  # optional dependency
     import triton
@@ -59,12 +59,25 @@ if triton is not None:
     # the lif_ prefix, same operation order), so the two can be read side by side.
 
     @triton.jit
-    def _charge(v, x, tau, v_reset, DECAY: tl.constexpr, F64: tl.constexpr):
-        # lif_charge: H[t] from V[t-1] and X[t].
-        if DECAY:
-            h = v + _fdiv(x - (v - v_reset), tau, F64)
+    def _div_tau(a, tau, inv_tau, TAU_POW2: tl.constexpr, F64: tl.constexpr):
+        # lif_div_tau: a / tau; for a power-of-two tau the multiply by 1/tau, the same bits.
+        if TAU_POW2:
+            return a * inv_tau
         else:
-            h = v - _fdiv(v - v_reset, tau, F64) + x
+            return _fdiv(a, tau, F64)
+
+    @triton.jit
+    def _charge(v, x, tau, inv_tau, v_reset, HARD: tl.constexpr, DECAY: tl.constexpr,
+                TAU_POW2: tl.constexpr, F64: tl.constexpr):
+        # lif_charge: H[t] from V[t-1] and X[t] (soft reset: Vr = +0, and v - 0 is v).
+        if HARD:
+            vm = v - v_reset
+        else:
+            vm = v
+        if DECAY:
+            h = v + _div_tau(x - vm, tau, inv_tau, TAU_POW2, F64)
+        else:
+            h = v - _div_tau(vm, tau, inv_tau, TAU_POW2, F64) + x
         return h
 
     @triton.jit
@@ -117,11 +130,12 @@ if triton is not None:
         return d
 
     @triton.jit
-    def _backward_step(gs, gv, h, s, sg, tau, v_th, v_reset, HARD: tl.constexpr,
-                       DECAY: tl.constexpr, DETACH: tl.constexpr, F64: tl.constexpr):
+    def _backward_step(gs, gv, h, s, sg, tau, inv_tau, v_th, v_reset, HARD: tl.constexpr,
+                       DECAY: tl.constexpr, DETACH: tl.constexpr, TAU_POW2: tl.constexpr,
+                       F64: tl.constexpr):
         # lif_backward_step: (dL/dX[t], dL/dV[t-1]) from dL/dS[t], dL/dV[t], H[t], S[t], sg.
         gh = gs * sg + gv * _dv_dh(h, s, sg, v_th, v_reset, HARD, DETACH)
-        gh_tau = _fdiv(gh, tau, F64)
+        gh_tau = _div_tau(gh, tau, inv_tau, TAU_POW2, F64)
         gv_prev = gh - gh_tau  # dH[t]/dV[t-1] = 1 - 1/tau, written as autograd computes it
         if DECAY:
             gx = gh_tau
@@ -131,12 +145,14 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["T"])
     def _lif_fwd_kernel(x_ptr, v0_ptr, s_ptr, v_last_ptr, v_seq_ptr, h_ptr, bits_ptr, T, N,
-                        tau_d: tl.float64, v_th_d: tl.float64, v_reset_d: tl.float64,
-                        half_width_d: tl.float64,
-                        HARD: tl.constexpr, DECAY: tl.constexpr, SAVE: tl.constexpr,
-                        STORE_V: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):
+                        tau_d: tl.float64, inv_tau_d: tl.float64, v_th_d: tl.float64,
+                        v_reset_d: tl.float64, half_width_d: tl.float64,
+                        HARD: tl.constexpr, DECAY: tl.constexpr, TAU_POW2: tl.constexpr,
+                        SAVE: tl.constexpr, STORE_V: tl.constexpr, F64: tl.constexpr,
+                        BLOCK: tl.constexpr):
         ACC = v0_ptr.dtype.element_ty
         tau = tl.full([], tau_d, ACC)
+        inv_tau = tl.full([], inv_tau_d, ACC)  # exact when TAU_POW2, unused otherwise
         v_th = tl.full([], v_th_d, ACC)
         v_reset = tl.full([], v_reset_d, ACC)
         half_width = tl.full([], half_width_d, ACC)
@@ -151,7 +167,7 @@ if triton is not None:
             # step t+1, in flight during step t (masks from scalar conditions are built as
             # `offs < limit`: the interpreter mishandles block & scalar boolean masks)
             x_next = tl.load(x_ptr + off + N, mask=offs < tl.where(t + 1 < T, N, 0), other=0.0)
-            h = _charge(v, x, tau, v_reset, DECAY, F64)
+            h = _charge(v, x, tau, inv_tau, v_reset, HARD, DECAY, TAU_POW2, F64)
             s = _fire(h, v_th)
             tl.store(s_ptr + off, s.to(s_ptr.dtype.element_ty), mask=mask)
             if SAVE == 1:
@@ -171,13 +187,16 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["T"])
     def _lif_bwd_kernel(gs_ptr, gvs_ptr, gvl_ptr, h_ptr, bits_ptr, gx_ptr, gv0_ptr, T, N,
-                        tau_d: tl.float64, v_th_d: tl.float64, v_reset_d: tl.float64,
-                        alpha_d: tl.float64, half_width_d: tl.float64, atan_scale_d: tl.float64,
+                        tau_d: tl.float64, inv_tau_d: tl.float64, v_th_d: tl.float64,
+                        v_reset_d: tl.float64, alpha_d: tl.float64, half_width_d: tl.float64,
+                        atan_scale_d: tl.float64,
                         HARD: tl.constexpr, DECAY: tl.constexpr, DETACH: tl.constexpr,
-                        SURR: tl.constexpr, BITS: tl.constexpr, HAS_GVS: tl.constexpr,
-                        HAS_GVL: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):
+                        TAU_POW2: tl.constexpr, SURR: tl.constexpr, BITS: tl.constexpr,
+                        HAS_GVS: tl.constexpr, HAS_GVL: tl.constexpr, F64: tl.constexpr,
+                        BLOCK: tl.constexpr):
         ACC = gv0_ptr.dtype.element_ty
         tau = tl.full([], tau_d, ACC)
+        inv_tau = tl.full([], inv_tau_d, ACC)
         v_th = tl.full([], v_th_d, ACC)
         v_reset = tl.full([], v_reset_d, ACC)
         alpha = tl.full([], alpha_d, ACC)
@@ -221,8 +240,8 @@ if triton is not None:
                 h_next = tl.load(h_ptr + off - N, mask=prev, other=0.0)
                 sg = _surrogate_grad(h, v_th, alpha, half_width, atan_scale, SURR, F64)
                 s = _fire(h, v_th)
-            gx, gv = _backward_step(gs, gv, h, s, sg, tau, v_th, v_reset, HARD, DECAY, DETACH,
-                                    F64)
+            gx, gv = _backward_step(gs, gv, h, s, sg, tau, inv_tau, v_th, v_reset, HARD, DECAY,
+                                    DETACH, TAU_POW2, F64)
             tl.store(gx_ptr + off, gx.to(gx_ptr.dtype.element_ty), mask=mask)
             if BITS:
                 reload = offs < tl.where((t > 0) & (t % 8 == 0), N, 0)  # previous byte row
@@ -271,9 +290,10 @@ class TritonLauncher:
             _lif_fwd_kernel[(triton.cdiv(N, block),)](
                 x, v0, spikes, v_last, v_last if v_seq is None else v_seq,
                 v_last if h_saved is None else h_saved, spikes if bits is None else bits, T, N,
-                float(cfg.tau), float(cfg.v_threshold), cfg.v_reset_value,
+                float(cfg.tau), 1.0 / float(cfg.tau), float(cfg.v_threshold), cfg.v_reset_value,
                 float(cfg.half_width), HARD=bool(cfg.hard_reset), DECAY=bool(cfg.decay_input),
-                SAVE=save, STORE_V=v_seq is not None, F64=v0.dtype == torch.float64,
+                TAU_POW2=tau_is_pow2(cfg.tau, v0.dtype), SAVE=save, STORE_V=v_seq is not None,
+                F64=v0.dtype == torch.float64,
                 BLOCK=block, num_warps=_num_warps(block), enable_fp_fusion=False)
 
     def backward(self, grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0,
@@ -296,10 +316,11 @@ class TritonLauncher:
                 grad_v0 if grad_v_last is None else grad_v_last,
                 grad_v0 if (use_bits or h_saved is None) else h_saved,
                 grad_x if bits is None else bits, grad_x, grad_v0, T, N,
-                float(cfg.tau), float(cfg.v_threshold), cfg.v_reset_value, float(cfg.alpha),
-                float(cfg.half_width), 1.5707963267948966 * float(cfg.alpha),
+                float(cfg.tau), 1.0 / float(cfg.tau), float(cfg.v_threshold), cfg.v_reset_value,
+                float(cfg.alpha), float(cfg.half_width), 1.5707963267948966 * float(cfg.alpha),
                 HARD=bool(cfg.hard_reset), DECAY=bool(cfg.decay_input),
-                DETACH=bool(cfg.detach_reset), SURR=0 if use_bits else int(cfg.surrogate_id),
+                DETACH=bool(cfg.detach_reset), TAU_POW2=tau_is_pow2(cfg.tau, grad_v0.dtype),
+                SURR=0 if use_bits else int(cfg.surrogate_id),
                 BITS=use_bits, HAS_GVS=grad_v_seq is not None,
                 HAS_GVL=grad_v_last is not None, F64=grad_v0.dtype == torch.float64,
                 BLOCK=block, num_warps=_num_warps(block), enable_fp_fusion=False)
