@@ -115,7 +115,7 @@ phase_trainstep() {  # whole TSSD training step per neuron, eager and CUDA-graph
     ${GPU_CHECK_TRAIN_ARGS:---quick --cuda-graphs}
 }
 
-phase_sass() {  # what the built CUDA kernels load and store: 128-bit accesses per kernel
+phase_sass() {  # what the built CUDA kernels load and store, and their instruction counts
   cd "$WORK" || return 1
   local so cuobj
   so="$("$PY" -c "import tssd_fast._C_cuda as m; print(m.__file__)")" || return 1
@@ -128,6 +128,8 @@ for f in re.split(r"\n\s*Function : ", text)[1:]:
     name = f.split("\n", 1)[0].strip()
     acc = collections.Counter(re.findall(r"\b((?:LDG|STG)\.E[.\w]*)", f))
     print(name[:110], dict(sorted(acc.items())))'
+  # instructions per neuron and step of the hot loops, against this device's issue rate
+  "$PY" "$REPO/benchmarks/sass_report.py" --object "$so"
 }
 
 phase_memcheck() {

@@ -7,10 +7,8 @@ import ctypes.util
 import glob
 import os
 import re
-import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -22,17 +20,11 @@ from tssd_fast.ops.config import LIFConfig
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 CU_FILES = sorted((CSRC / "cuda").glob("*.cu"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _sass  # noqa: E402  (nvcc / cuobjdump lookup, compile flags, SASS parsing)
 
-
-def _nvcc():
-    for cand in (os.environ.get("NVCC"), shutil.which("nvcc"),
-                 os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")):
-        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    return None
-
-
-NVCC = _nvcc()
+NVCC = _sass.find_nvcc()
+CUOBJDUMP = _sass.find_cuobjdump()
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found (PATH, $NVCC, $CUDA_HOME)")
 
 # Assembled NVRTC sources to check: every dtype, every surrogate, both resets, the bits case.
@@ -52,64 +44,68 @@ def test_there_are_cuda_sources():
 @needs_nvcc
 @pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: p.name)
 def test_cu_file_compiles_for_sm90(cu, tmp_path):
-    from torch.utils.cpp_extension import include_paths
-    incs = include_paths() + [sysconfig.get_paths()["include"], str(CSRC)]
-    cmd = [NVCC, "-arch=sm_90", "-c", str(cu), "-o", str(tmp_path / "out.o"),
-           # setup.py's nvcc flags
-           "-O3", "-std=c++17", "--fmad=false", "-lineinfo",
-           "-DTORCH_EXTENSION_NAME=_C_cuda", "-Xcompiler", "-fPIC",
-           # CPU-only torch wheels lack c10/cuda/impl/cuda_cmake_macros.h (generated)
-           "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE"]
-    cmd += [f"-I{p}" for p in incs]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = _sass.compile_object(cu, tmp_path / "out.o", nvcc=NVCC)
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert (tmp_path / "out.o").stat().st_size > 0
     if cu.name == "lif_cuda.cu" and CUOBJDUMP is not None:
-        _check_128_bit_accesses(tmp_path / "out.o")
+        kernels = _sass.kernels(_sass.dump_sass(tmp_path / "out.o", CUOBJDUMP))
+        _check_128_bit_accesses(kernels)
+        _check_tau_division(kernels)
+        _check_sass_report(kernels)
 
 
-def _cuobjdump():
-    for cand in (shutil.which("cuobjdump"), os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"),
-                                                         "bin", "cuobjdump")):
-        if cand and os.path.isfile(cand):
-            return cand
-    try:  # triton's wheel ships one
-        import triton
-        cand = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-        return str(cand) if cand.is_file() else None
-    except ImportError:
-        return None
-
-
-CUOBJDUMP = _cuobjdump()
-# lif_{forward,backward}_kernel<S, A, VEC, SAVE|SURR, STORE_V|BITS> as mangled by nvcc
-_KERNEL = re.compile(r"lif_(forward|backward)_kernelI(NS0_6bf16_tEf|NS0_5f16_tEf|ff|dd)"
-                     r"Li(\d)ELi(\d)ELb([01])E")
-_VEC16 = {"NS0_6bf16_tEf": 8, "NS0_5f16_tEf": 8, "ff": 4, "dd": 2}  # 16 bytes of storage
-
-
-def _check_128_bit_accesses(obj: Path):
+def _check_128_bit_accesses(kernels):
     """Every kernel instantiated with 16 bytes of storage per thread and row reads and writes
     x / spikes / H / V / gradients with 128-bit accesses (LDG.E.128 / STG.E.128); only the
-    Rect window bits (VEC bytes per thread) may use a narrower access."""
-    sass = subprocess.run([CUOBJDUMP, "-sass", str(obj)], capture_output=True, text=True,
-                          timeout=300).stdout
+    Rect window bits (VEC bytes per thread) use a narrower access, of exactly VEC bytes."""
     checked = 0
-    for body in re.split(r"\n\s*Function : ", sass)[1:]:
-        m = _KERNEL.search(body.split("\n", 1)[0])
-        if m is None or int(m.group(3)) != _VEC16[m.group(2)]:
+    for k in kernels:
+        if not k.vec16:
             continue
-        direction, save_or_surr, flag = m.group(1), int(m.group(4)), m.group(5) == "1"
-        has_bits = (direction == "forward" and save_or_surr == 2) or (direction == "backward"
-                                                                      and flag)
-        accesses = re.findall(r"\b((?:LDG|STG)\.E[.\w]*)", body)
+        accesses = re.findall(r"\b((?:LDG|STG)\.E[.\w]*)", k.body)
         wide = [a for a in accesses if ".128" in a]
         narrow = [a for a in accesses if ".128" not in a]
         assert any(a.startswith("LDG") for a in wide) and any(a.startswith("STG") for a in wide), \
-            (m.group(0), accesses)
-        assert len(narrow) <= (3 if has_bits else 0), (m.group(0), narrow)
+            (k.name, accesses)
+        # the window bits: VEC bytes per thread and row, one access of exactly that width
+        bits_width = {8: ".64", 4: "", 2: ".U16"}[k.vec]
+        assert all(k.saves_bits and re.sub(r"\.CONSTANT$", "", a)[5:] == bits_width
+                   for a in narrow), (k.name, narrow)
         checked += 1
     assert checked >= 40, f"only {checked} 16-byte kernels found in the SASS"
+
+
+def _check_sass_report(kernels):
+    """benchmarks/sass_report.py finds the time loop of every kernel it reports: the paper's and
+    SpikingJelly's neuron, forward and backward, fp32 / bf16 / fp16, one or more steps per
+    iteration."""
+    import argparse
+    import sass_report
+    args = argparse.Namespace(all=False, sms=132, clock_ghz=1.98, copy_tbps=4.21)
+    rows, budget = sass_report.rows(kernels, args)
+    assert 7 < budget < 9
+    got = {(r["neuron"], r["direction"], r["dtype"]) for r in rows}
+    assert got == {(n, d, t) for n in ("paper", "sj") for d in ("fwd", "bwd")
+                   for t in ("fp32", "bf16", "fp16")}, got
+    assert all(r["step"] > 0 and r["elem"] > 0 and r["ipb"] > 0 for r in rows), rows
+
+
+def _check_tau_division(kernels):
+    """The kernels specialized for a power-of-two tau (LIFParams flag 8 static and set) divide
+    by nothing in the forward and the Rect backward: no reciprocal (MUFU.RCP) and no call into
+    the division's slow path. Those specialized for another tau keep the IEEE division."""
+    pow2 = other = 0
+    for k in kernels:
+        if k.flag(8) is None or not (k.direction == "forward" or k.save_or_surr == 0):
+            continue
+        divides = "MUFU.RCP" in k.body or re.search(r"\bCALL\b", k.body) is not None
+        if k.flag(8):
+            assert not divides, (k.name, "a power-of-two tau still divides")
+            pow2 += 1
+        else:
+            assert divides, (k.name, "expected the IEEE division of a general tau")
+            other += 1
+    assert pow2 >= 24 and other >= 24, (pow2, other)
 
 
 def _entries(ptx: str):
@@ -138,10 +134,12 @@ def test_nvrtc_sources_compile_with_nvcc(tmp_path):
         ptx = ptx_path.read_text()
         assert _entries(ptx) == set(cupy_lif.kernel_names(key)), key
         f64 = key[0] == "float64"
-        fwd = _entry_body(ptx, cupy_lif.fwd_kernel_name(4, cupy_lif.SAVE_H, True))
+        fwd = _entry_body(ptx, cupy_lif.fwd_kernel_name(4, cupy_lif.SAVE_H))
         assert "fma." not in fwd, (key, "FMA contraction in forward")
         assert (".ftz" not in fwd), (key, "flush-to-zero in forward")
-        assert ("div.rn.f64" if f64 else "div.rn.f32") in fwd, key
+        # a / tau: correctly rounded division, or a multiply by 1/tau for a power-of-two tau
+        div = "div.rn.f64" if f64 else "div.rn.f32"
+        assert (div not in fwd) if key[1] & 8 else (div in fwd), key
         if key[0] == "float32":
             assert "ld.global.nc.v4.f32" in fwd and "st.global.v4.f32" in fwd, key
 

@@ -1,0 +1,117 @@
+"""What the CUDA kernels ask of the GPU, read from their machine code (no GPU needed).
+
+Compiles csrc/cuda/lif_cuda.cu for sm_90 with setup.py's flags (or reads --object), finds each
+16-byte kernel's time loop in the SASS, and reports for the neurons that matter (the TSSD
+paper's and SpikingJelly's default) per dtype and direction:
+
+    insn/step      instructions of the loop per time step (one thread, VEC neurons)
+    insn/elem      the same per neuron and step
+    bytes/elem     the op's minimum traffic per neuron and step (benchmarks/_bytes.py's model)
+    insn/byte      instructions the SMs must issue per byte that memory moves
+    issue@bw       the share of the device's issue rate those instructions need when memory
+                   runs at the copy bandwidth: (insn/byte) * copy_bw / issue rate. Near or
+                   above ~0.5, a kernel is bound by instruction issue, not by memory.
+
+The device figures (SMs, clock, copy bandwidth) default to the H200 run of 2026-11-28
+(benchmarks/results/gpu_2026-11-28_74c794e): 132 SMs x 4 schedulers x 1.98 GHz x 32 lanes
+= 33.4 T thread-instructions/s against 4.21 TB/s, i.e. 7.9 instructions per byte at best.
+This is a static count: it says what each step costs to issue, not how fast a kernel runs.
+
+    python benchmarks/sass_report.py            # compile (about 40 s) and print the table
+    python benchmarks/sass_report.py --all      # every 16-byte kernel, not just the two neurons
+"""
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import _sass
+
+NEURONS = {
+    # name: (forward static flags, backward static flags, forward SAVE, backward (surr, bits))
+    # paper: soft reset, decay_input False, tau 2 (a power of two), Rect -> window bits
+    "paper": (8, 8, 2, (0, True)),
+    # SpikingJelly's default: hard reset, decay_input True, tau 2, Sigmoid -> H saved
+    "sj": (1 | 2 | 8, 1 | 8, 1, (1, False)),
+}
+
+
+def rows(kernels, args):
+    issue_rate = args.sms * 4 * args.clock_ghz * 1e9 * 32
+    budget = issue_rate / (args.copy_tbps * 1e12)  # instructions per byte at full bandwidth
+    out = []
+    for k in kernels:
+        if not k.vec16 or k.static_mask == 0:
+            continue
+        neuron = "-"
+        for name, (ff, bf, save, (surr, bits)) in NEURONS.items():
+            if k.direction == "forward" and k.static_flags == ff and k.save_or_surr == save:
+                neuron = name
+            if (k.direction == "backward" and k.static_flags == bf and k.save_or_surr == surr
+                    and k.bits == bits):
+                neuron = name
+        if neuron == "-" and not args.all:
+            continue
+        loop = _sass.hot_loop(k)
+        if loop is None:
+            continue
+        per_elem = loop.per_step() / k.vec
+        bpe = _sass.bytes_per_element_step(k)
+        out.append(dict(neuron=neuron, direction={"forward": "fwd", "backward": "bwd"}[k.direction],
+                        dtype=k.storage, vec=k.vec,
+                        flags=k.static_flags, save=k.save_or_surr, bits=k.bits,
+                        step=loop.per_step(), elem=per_elem, bytes=bpe, ipb=per_elem / bpe,
+                        issue=per_elem / bpe / budget))
+    return out, budget
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--object", type=Path, help="read this compiled object instead of compiling")
+    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--all", action="store_true", help="every 16-byte static-flag kernel")
+    ap.add_argument("--sms", type=int, default=132)
+    ap.add_argument("--clock-ghz", type=float, default=1.98)
+    ap.add_argument("--copy-tbps", type=float, default=4.21)
+    args = ap.parse_args(argv)
+    if _sass.find_cuobjdump() is None or (args.object is None and _sass.find_nvcc() is None):
+        print("sass_report: needs nvcc and cuobjdump (CUDA toolkit, or triton's wheel for "
+              "cuobjdump)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        obj = args.object
+        if obj is None:
+            obj = Path(tmp) / "lif_cuda.o"
+            print(f"compiling {_sass.CSRC / 'cuda' / 'lif_cuda.cu'} for {args.arch} ...",
+                  file=sys.stderr)
+            proc = _sass.compile_object(_sass.CSRC / "cuda" / "lif_cuda.cu", obj, args.arch)
+            if proc.returncode != 0:
+                print(proc.stderr[-4000:], file=sys.stderr)
+                return 1
+        kernels = _sass.kernels(_sass.dump_sass(obj))
+    table, budget = rows(kernels, args)
+    print(f"device model: {args.sms} SMs x 4 x {args.clock_ghz} GHz x 32 lanes over "
+          f"{args.copy_tbps} TB/s copy bandwidth = {budget:.1f} instructions per byte at best\n")
+    head = ("neuron", "dir", "dtype", "VEC", "flags", "save/surr", "insn/step", "insn/elem",
+            "bytes/elem", "insn/byte", "issue@bw")
+    print(" | ".join(head))
+    print(" | ".join("---" for _ in head))
+    order = {"paper": 0, "sj": 1, "-": 2}
+    for r in sorted(table, key=lambda r: (order[r["neuron"]], r["direction"] != "fwd",
+                                          r["dtype"], r["flags"], r["save"])):
+        save = (("none", "H", "bits")[r["save"]] if r["direction"] == "fwd"
+                else ("bits" if r["bits"] else ("rect", "sigmoid", "atan")[r["save"]]))
+        print(" | ".join([r["neuron"], r["direction"], r["dtype"], str(r["vec"]),
+                          str(r["flags"]), save, f"{r['step']:.0f}", f"{r['elem']:.1f}",
+                          f"{r['bytes']:.3g}", f"{r['ipb']:.2f}", f"{r['issue']:.0%}"]))
+    print("\nflags: LIFParams bits fixed at compile time (1 hard reset, 2 decay_input, "
+          "4 detach_reset, 8 tau a power of two). insn/step counts the loop of a plain "
+          "training call (no V[t] stores, no grad_v_seq reads), unrolled iterations divided "
+          "out. A static count, not a timing.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The CUDA kernel bodies (csrc/cuda/lif_kernels.cuh) run on the CPU, against the CPU kernel.
+
+tests/cuda_on_cpu.cpp compiles the bodies with g++ (CUDA built-ins defined there) and launches
+them over the whole grid, block by block and thread by thread. Every output is compared bit for
+bit with the `cpp` backend's op (the same per-step header, csrc/lif_step.h): spikes, v_last,
+V[t], the saved H or window bits, grad_x and grad_v0, for fp32, bf16 and fp64, the 16-byte
+width with the flags fixed at compile time (as the GPU build runs them) and at run time, the
+VEC=1 fallback, odd T (partial window-bit bytes), N over several blocks, and every reset /
+surrogate / decay_input / detach_reset combination. fp16 converts with PTX only and is left to
+the GPU tests. Outputs start as NaN (bits: 0xA5), so an element a body forgets fails.
+"""
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from tssd_fast.ops.config import LIFConfig, window_rows
+from tssd_fast.ops.lif_op import op_overloads
+from _reference64 import Neuron, all_neurons
+
+HERE = Path(__file__).resolve().parent
+GXX = shutil.which("g++")
+DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float64: 2}
+VEC16 = {torch.float32: 4, torch.bfloat16: 8, torch.float64: 2}
+SURROGATES = {"Rect": 0, "Sigmoid": 1, "ATan": 2}
+
+pytestmark = pytest.mark.skipif(GXX is None, reason="g++ not found")
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cuda_on_cpu") / "cuda_on_cpu.so"
+    proc = subprocess.run([GXX, "-O0", "-std=c++17", "-ffp-contract=off", "-shared", "-fPIC",
+                           f"-I{HERE.parent / 'csrc'}", str(HERE / "cuda_on_cpu.cpp"), "-o",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    so = ctypes.CDLL(str(out))
+    i64, dbl, ptr, i32 = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int
+    so.lif_emu_forward.argtypes = [i32] * 4 + [ptr, ptr, dbl] + [ptr] * 5 + [i64, i64] + \
+        [dbl] * 4 + [i32] * 3
+    so.lif_emu_backward.argtypes = [i32] * 5 + [ptr] * 7 + [i64, i64] + [dbl] * 4 + [i32] * 3
+    return so
+
+
+def _p(t):
+    return None if t is None else t.data_ptr()
+
+
+def _fresh(shape, dtype):
+    if dtype == torch.uint8:
+        return torch.full(shape, 0xA5, dtype=torch.uint8)
+    return torch.full(shape, float("nan"), dtype=dtype)
+
+
+def _same(a, b, what):
+    assert a.dtype == b.dtype and a.shape == b.shape, (what, a.shape, b.shape)
+    # bit for bit (NaN-filled outputs that were never written fail here too)
+    if a.dtype == torch.uint8:
+        assert torch.equal(a, b), what
+    else:
+        assert torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8)), what
+
+
+def _run(lib, n, dtype, T, N, vec, static_flags, with_v0, store_v, with_gvs, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    cfg = LIFConfig(n.tau, n.v_threshold, n.v_reset, n.decay_input, SURROGATES[n.surrogate],
+                    n.alpha, n.detach_reset)
+    x = (torch.randn(T, N, generator=g, dtype=torch.float64) * 0.8 + 0.6).to(dtype)
+    v0 = (torch.randn(N, generator=g, dtype=torch.float64) * 0.5).to(acc) if with_v0 else None
+    fwd, bwd, _ = op_overloads("cpp")
+    spikes, v_last, v_seq, saved = fwd(x, v0, cfg.v_init, *cfg.op_args(store_v, save=True))
+    bits_mode = saved.dtype == torch.uint8
+
+    e_spikes, e_vlast = _fresh((T, N), dtype), _fresh((N,), acc)
+    e_vseq = _fresh((T, N), acc) if store_v else None
+    e_h = None if bits_mode else _fresh((T, N), acc)
+    e_bits = _fresh((window_rows(T), N), torch.uint8) if bits_mode else None
+    save = 2 if bits_mode else 1
+    tau, vth, vr, alpha = cfg.scalars()
+    flags = (int(cfg.hard_reset), int(cfg.decay_input), int(cfg.detach_reset))
+    assert lib.lif_emu_forward(DTYPES[dtype], vec, save, static_flags, _p(x), _p(v0),
+                               cfg.v_init, _p(e_spikes), _p(e_vlast), _p(e_vseq), _p(e_h),
+                               _p(e_bits), T, N, tau, vth, vr, alpha, *flags) == 0
+    _same(e_spikes, spikes, "spikes")
+    _same(e_vlast, v_last, "v_last")
+    if store_v:
+        _same(e_vseq, v_seq, "v_seq")
+    _same(e_bits if bits_mode else e_h, saved, "saved bits" if bits_mode else "saved H")
+
+    gs = torch.randn(T, N, generator=g, dtype=torch.float64).to(dtype)
+    gvs = torch.randn(T, N, generator=g, dtype=torch.float64).to(acc) if with_gvs else None
+    gvl = torch.randn(N, generator=g, dtype=torch.float64).to(acc) if with_gvs else None
+    gx, gv0 = bwd(gs, gvs, gvl, saved, *cfg.op_args(), [])
+    e_gx, e_gv0 = _fresh((T, N), dtype), _fresh((N,), acc)
+    assert lib.lif_emu_backward(DTYPES[dtype], vec, SURROGATES[n.surrogate], int(bits_mode),
+                                static_flags, _p(gs), _p(gvs), _p(gvl),
+                                None if bits_mode else _p(saved), _p(saved) if bits_mode else None,
+                                _p(e_gx), _p(e_gv0), T, N, tau, vth, vr, alpha, *flags) == 0
+    _same(e_gx, gx, "grad_x")
+    _same(e_gv0, gv0, "grad_v0")
+
+
+NEURONS = all_neurons()[::2] + [n for n in all_neurons(tau=1.7, v_threshold=0.6)[1::5]]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
+@pytest.mark.parametrize("n", NEURONS, ids=str)
+def test_sixteen_byte_kernels_static_flags(lib, n, dtype):
+    vec = VEC16[dtype]
+    # T = 9: a full window-bit byte and a partial one; N over three blocks of 256 threads
+    _run(lib, n, dtype, T=9, N=vec * 600, vec=vec, static_flags=1, with_v0=True, store_v=True,
+         with_gvs=True)
+    _run(lib, n, dtype, T=3, N=vec * 7, vec=vec, static_flags=1, with_v0=False, store_v=False,
+         with_gvs=False, seed=1)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
+@pytest.mark.parametrize("T", [1, 2, 7, 8, 16, 17])
+def test_time_lengths_paper_and_sj_neurons(lib, dtype, T):
+    paper = Neuron(2.0, False, 1.0, None, "Rect", 1.0, False)
+    sj = Neuron(2.0, True, 1.0, 0.0, "Sigmoid", 4.0, False)  # SpikingJelly's LIFNode defaults
+    for n in (paper, sj):
+        for static_flags in (0, 1):
+            _run(lib, n, dtype, T=T, N=VEC16[dtype] * 64, vec=VEC16[dtype],
+                 static_flags=static_flags, with_v0=static_flags == 1, store_v=T % 2 == 1,
+                 with_gvs=T % 2 == 0, seed=T)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
+@pytest.mark.parametrize("n", all_neurons()[::5], ids=str)
+def test_vec1_fallback_runtime_flags(lib, n, dtype):
+    # odd N: the launchers' VEC=1 kernel, flags read at run time
+    _run(lib, n, dtype, T=5, N=37, vec=1, static_flags=0, with_v0=True, store_v=True,
+         with_gvs=True)
