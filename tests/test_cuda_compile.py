@@ -142,6 +142,10 @@ def test_nvrtc_sources_compile_with_nvcc(tmp_path):
         assert (div not in fwd) if key[1] & 8 else (div in fwd), key
         if key[0] == "float32":
             assert "ld.global.nc.v4.f32" in fwd and "st.global.v4.f32" in fwd, key
+        if key[0] in ("float16", "bfloat16"):  # 16 bytes = 8 elements, moved as 4 words
+            fwd8 = _entry_body(ptx, cupy_lif.fwd_kernel_name(8, cupy_lif.SAVE_BITS))
+            assert re.search(r"ld\.global\.nc\.v4\.[ub]32", fwd8), key
+            assert re.search(r"st\.global\.v4\.[ub]32", fwd8), key
 
 
 def _find_libnvrtc():

@@ -76,7 +76,7 @@ def test_source_is_self_contained():
     assert "lif_charge" in src and "lif_forward_body" in src  # both files are in
     assert src.count("struct LIFParams") == 1  # each header once
     for line in ("#define LIF_STORAGE_T tssd_fast::cuda::f16_t", "#define LIF_ACC_T float",
-                 "#define LIF_MATH_FLAGS 10", "#define LIF_SURROGATE 0",
+                 "#define LIF_MATH_FLAGS 10", "#define LIF_SURROGATE 0", "#define LIF_NVRTC_VEC8 1",
                  "#define LIF_NVRTC_ENTRY_POINTS 1"):
         assert line in src
     # the preamble comes before the kernels that use it
@@ -113,6 +113,12 @@ def test_kernel_names_cover_every_launch():
     soft_rect = cupy_lif.config_key(cfg(hard=False, surr=0), torch.float32)
     hard_sig = cupy_lif.config_key(cfg(hard=True, surr=1), torch.float32)
     names = set(cupy_lif.kernel_names(soft_rect))
+    assert cupy_lif.vecs(torch.float32) == (4, 2, 1)
+    assert cupy_lif.vecs(torch.bfloat16) == cupy_lif.vecs(torch.float16) == (8, 4, 2, 1)
+    assert not any("_v8_" in n for n in names)  # fp32: 16 bytes is VEC 4
+    half = set(cupy_lif.kernel_names(cupy_lif.config_key(cfg(hard=False, surr=0),
+                                                         torch.bfloat16)))
+    assert {cupy_lif.fwd_kernel_name(8, 2), cupy_lif.bwd_kernel_name(8, True)} <= half
     for vec in cupy_lif.VECS:
         for save in (cupy_lif.SAVE_NONE, cupy_lif.SAVE_H, cupy_lif.SAVE_BITS):
             assert cupy_lif.fwd_kernel_name(vec, save) in names
@@ -136,6 +142,10 @@ def test_pick_vec():
     assert cupy_lif.pick_vec(1024, [(4096 + 8, 2), (4096, 4)]) == 4  # fp16: 4 x 2 bytes
     assert cupy_lif.pick_vec(1024, [(4096 + 2, 1)]) == 2        # bits: 2-byte aligned
     assert cupy_lif.pick_vec(8, [(16, 8)]) == 2                 # fp64: 32-byte rule for VEC 4
+    bf16 = cupy_lif.vecs(torch.bfloat16)
+    assert cupy_lif.pick_vec(1024, [(4096, 2), (8192, 4)], bf16) == 8   # 16 bytes of bf16
+    assert cupy_lif.pick_vec(1020, [(4096, 2)], bf16) == 4              # N % 8 != 0
+    assert cupy_lif.pick_vec(1024, [(4096 + 8, 2)], bf16) == 4          # 8-byte aligned only
     assert cupy_lif.num_blocks(1, 1) == 1 and cupy_lif.num_blocks(1024, 4) == 1
     assert cupy_lif.num_blocks(1025, 4) == 2 and cupy_lif.num_blocks(257, 1) == 2
 

@@ -10,7 +10,7 @@
 //
 // Design (memory-bound): one thread owns VEC consecutive neurons and walks the time axis, so
 // every row access is a coalesced VEC-wide vector load/store (16 bytes: VEC=4 for fp32, VEC=8 for
-// fp16/bf16 in the nvcc build; the NVRTC build stops at VEC=4); the
+// fp16/bf16, in both the nvcc and the NVRTC build); the
 // next step's inputs are loaded before the current step is computed (one step in flight ahead).
 // The bodies take the parameters as any LIFParams<A, MASK, F>: with every flag static (the
 // 16-byte kernels, the NVRTC kernels) the loop has no flag branch, and a power-of-two tau is a
@@ -367,7 +367,7 @@ __device__ __forceinline__ void lif_backward_body(
 
 // ---------------------------------------------------------------------------------------------
 // NVRTC entry points (CuPy path): one module per (dtype, LIF_MATH_FLAGS, surrogate), the flags
-// compile-time constants; the float scalars are kernel arguments, rounded to the compute type
+// compile-time constants; VEC 1, 2, 4, and 8 for 16-bit storage (LIF_NVRTC_VEC8); the float scalars are kernel arguments, rounded to the compute type
 // on the host exactly as make_lif_params does. Kernel names:
 //   lif_fwd_v{VEC}_s{SAVE}(x, v0, spikes, v_last, v_seq, h_saved, bits, T, N,
 //                          tau, inv_tau, v_threshold, v_reset, alpha, half_width, atan_scale)
@@ -436,6 +436,14 @@ LIF_NVRTC_BWD(4, 0)
 LIF_NVRTC_BWD(1, 1)
 LIF_NVRTC_BWD(2, 1)
 LIF_NVRTC_BWD(4, 1)
+#endif
+// 16-bit storage: 8 elements = 16 bytes per thread and row, as the nvcc build.
+#if LIF_NVRTC_VEC8
+LIF_NVRTC_FWD_ALL(8)
+LIF_NVRTC_BWD(8, 0)
+#if LIF_SURROGATE == 0 && !(LIF_MATH_FLAGS & 1)
+LIF_NVRTC_BWD(8, 1)
+#endif
 #endif
 
 #endif  // LIF_NVRTC_ENTRY_POINTS

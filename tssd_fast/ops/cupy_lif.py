@@ -35,7 +35,7 @@ from .config import LIFConfig, tau_is_pow2, window_rows
 
 SAVE_NONE, SAVE_H, SAVE_BITS = 0, 1, 2
 THREADS = 256  # tssd_fast::cuda::kThreads
-VECS = (4, 2, 1)
+VECS = (4, 2, 1)  # every dtype; 16-bit storage also has 8 (vecs())
 # -default-device: lif_step.h's host-side make_lif_params is unannotated (NVRTC rejects host code).
 NVRTC_OPTIONS = ("--fmad=false", "-std=c++17", "-default-device")
 
@@ -101,6 +101,7 @@ def kernel_source(key: Tuple, csrc: Optional[Path] = None) -> str:
         f"#define LIF_ACC_T {acc}",
         f"#define LIF_MATH_FLAGS {int(flags)}",
         f"#define LIF_SURROGATE {int(surr)}",
+        f"#define LIF_NVRTC_VEC8 {int(8 in vecs(getattr(torch, dtype_name)))}",
         "#define LIF_NVRTC_ENTRY_POINTS 1",
         "",
     ])
@@ -115,22 +116,29 @@ def bwd_kernel_name(vec: int, bits: bool) -> str:
     return f"lif_bwd_v{vec}_b{int(bool(bits))}"
 
 
+def vecs(dtype: torch.dtype) -> Tuple[int, ...]:
+    """The vector widths compiled for `dtype`, widest first: 8 (16 bytes) for 16-bit storage."""
+    return ((8,) if torch.empty((), dtype=dtype).element_size() == 2 else ()) + VECS
+
+
 def kernel_names(key: Tuple) -> Tuple[str, ...]:
     """Every entry point the module of `key` defines."""
-    _, flags, surr = key
-    names = [fwd_kernel_name(v, s) for v in VECS for s in (0, 1, 2)]
-    names += [bwd_kernel_name(v, False) for v in VECS]
+    dtype_name, flags, surr = key
+    widths = vecs(getattr(torch, dtype_name))
+    names = [fwd_kernel_name(v, s) for v in widths for s in (0, 1, 2)]
+    names += [bwd_kernel_name(v, False) for v in widths]
     if surr == 0 and not flags & 1:
-        names += [bwd_kernel_name(v, True) for v in VECS]
+        names += [bwd_kernel_name(v, True) for v in widths]
     return tuple(names)
 
 
-def pick_vec(N: int, ptrs: Iterable[Tuple[int, int]]) -> int:
-    """The widest VEC in (4, 2, 1) with N % VEC == 0 and every (address, element size) aligned
-    to VEC elements; address 0 (absent tensor) does not constrain. Same rule as lif_cuda.cu."""
+def pick_vec(N: int, ptrs: Iterable[Tuple[int, int]], widths: Tuple[int, ...] = VECS) -> int:
+    """The widest VEC in `widths` (vecs(dtype); default 4, 2, 1) with N % VEC == 0 and every
+    (address, element size) aligned to VEC elements; address 0 (absent tensor) does not
+    constrain."""
     ptrs = list(ptrs)
-    for vec in (4, 2):
-        if N % vec == 0 and all(p == 0 or p % (vec * es) == 0 for p, es in ptrs):
+    for vec in widths:
+        if vec > 1 and N % vec == 0 and all(p == 0 or p % (vec * es) == 0 for p, es in ptrs):
             return vec
     return 1
 
@@ -341,9 +349,9 @@ class CupyLauncher:
                            (bits, "bits", torch.uint8, window_rows(T) * N)):
             _check(t, x, n, d, k)
         es, ea = x.element_size(), v0.element_size()
-        vec = pick_vec(N, [(_ptr(x), es), (_ptr(spikes), es), (_ptr(v0), ea),
-                           (_ptr(v_last), ea), (_ptr(v_seq), ea), (_ptr(h_saved), ea),
-                           (_ptr(bits), 1)])
+        vec = pick_vec(N, [(_ptr(x), es), (_ptr(spikes), es), (_ptr(v0), ea), (_ptr(v_last), ea),
+                           (_ptr(v_seq), ea), (_ptr(h_saved), ea), (_ptr(bits), 1)],
+                       vecs(x.dtype))
         save = SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
         args = tuple(np.uint64(_ptr(t)) for t in (x, v0, spikes, v_last, v_seq, h_saved, bits))
         args += (np.int64(T), np.int64(N)) + scalar_args(cfg, acc)
@@ -370,7 +378,7 @@ class CupyLauncher:
         es, ea = grad_s.element_size(), grad_v0.element_size()
         vec = pick_vec(N, [(_ptr(grad_s), es), (_ptr(grad_x), es), (_ptr(grad_v_seq), ea),
                            (_ptr(grad_v_last), ea), (_ptr(h_saved), ea), (_ptr(bits), 1),
-                           (_ptr(grad_v0), ea)])
+                           (_ptr(grad_v0), ea)], vecs(grad_s.dtype))
         args = tuple(np.uint64(_ptr(t)) for t in (grad_s, grad_v_seq, grad_v_last, h_saved,
                                                   bits, grad_x, grad_v0))
         args += (np.int64(T), np.int64(N)) + scalar_args(cfg, acc)
