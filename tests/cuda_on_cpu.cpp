@@ -88,7 +88,8 @@ template <typename S, typename A, typename F>
 void with_vec_and_params(int vec, const LIFParams<A>& p, int static_flags, F&& f) {
   constexpr int kVec16 = static_cast<int>(16 / sizeof(S));
   if (vec == kVec16) {
-    with_params(p, static_flags, [&](const auto& q) { f(std::integral_constant<int, kVec16>{}, q); });
+    with_params(p, static_flags,
+                [&](const auto& q) { f(std::integral_constant<int, kVec16>{}, q); });
   } else {
     f(std::integral_constant<int, 1>{}, p);
   }

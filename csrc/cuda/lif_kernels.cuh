@@ -242,7 +242,9 @@ __device__ __forceinline__ void lif_forward_loop(
         st[j] = lif_fire(h, p);
         ht.v[j] = h;
         // shift the word left, the window bit in at bit 0: SEL + SHF.L.W (funnel shift)
-        if (SAVE == kSaveBits) m[j] = __funnelshift_l(lif_rect_window(h, p) ? 0x80000000u : 0u, m[j], 1);
+        if (SAVE == kSaveBits) {
+          m[j] = __funnelshift_l(lif_rect_window(h, p) ? 0x80000000u : 0u, m[j], 1);
+        }
         v.v[j] = lif_reset(h, st[j], p);
       }
       lif_store_row<S, A, VEC>(spikes + off, st);
@@ -367,8 +369,9 @@ __device__ __forceinline__ void lif_backward_body(
 
 // ---------------------------------------------------------------------------------------------
 // NVRTC entry points (CuPy path): one module per (dtype, LIF_MATH_FLAGS, surrogate), the flags
-// compile-time constants; VEC 1, 2, 4, and 8 for 16-bit storage (LIF_NVRTC_VEC8); the float scalars are kernel arguments, rounded to the compute type
-// on the host exactly as make_lif_params does. Kernel names:
+// compile-time constants; VEC 1, 2, 4, and 8 for 16-bit storage (LIF_NVRTC_VEC8). The float
+// scalars are kernel arguments, rounded to the compute type on the host exactly as
+// make_lif_params does. Kernel names:
 //   lif_fwd_v{VEC}_s{SAVE}(x, v0, spikes, v_last, v_seq, h_saved, bits, T, N,
 //                          tau, inv_tau, v_threshold, v_reset, alpha, half_width, atan_scale)
 //   lif_bwd_v{VEC}_b{BITS}(grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0, T, N,

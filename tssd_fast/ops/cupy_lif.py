@@ -3,9 +3,10 @@ through CuPy, for installs built without nvcc.
 
 Source: csrc/cuda/lif_kernels.cuh with csrc/lif_step.h inlined, after a preamble that fixes the
 storage / compute types and the flags (hard_reset, decay_input, detach_reset, whether tau is a
-power of two, surrogate) and asks for the extern "C" entry points. One module per (flags, dtype, device), compiled once and
-kept for the process (CuPy also keeps the binary in its on-disk cache). The float scalars are
-kernel arguments, rounded to the compute type here exactly as make_lif_params does in C++.
+power of two, surrogate) and asks for the extern "C" entry points. One module per (flags,
+dtype, device), compiled once and kept for the process (CuPy also keeps the binary in its
+on-disk cache). The float scalars are kernel arguments, rounded to the compute type here
+exactly as make_lif_params does in C++.
 
 Launches run on torch's current stream (cupy.cuda.ExternalStream) on torch's memory (raw
 data_ptr() pointers, no copies), inside `cupy.cuda.Device(index)`, which restores the previous
