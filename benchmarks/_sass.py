@@ -70,6 +70,23 @@ def dump_sass(obj: Path, cuobjdump: Optional[str] = None) -> str:
                           capture_output=True, text=True, timeout=300, check=True).stdout
 
 
+def registers(obj: Path, cuobjdump: Optional[str] = None) -> Dict[str, int]:
+    """Registers per thread of every function (mangled name -> REG), from cuobjdump -res-usage."""
+    text = subprocess.run([cuobjdump or find_cuobjdump(), "-res-usage", str(obj)],
+                          capture_output=True, text=True, timeout=300, check=True).stdout
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"Function (\S+?):\s*\n\s*REG:(\d+)", text)}
+
+
+def resident_threads(regs: int, block: int = 256, regs_per_sm: int = 65536,
+                     max_threads: int = 2048) -> int:
+    """Threads an SM keeps resident for a kernel of `regs` registers per thread (sm_80/sm_90:
+    64K registers, allocated per warp in units of 256, i.e. 8 per thread; 2048 threads)."""
+    per_thread = -(-max(regs, 1) // 8) * 8
+    blocks = regs_per_sm // (per_thread * block)
+    return min(max_threads, blocks * block)
+
+
 @dataclass
 class Kernel:
     """One LIF kernel of the SASS: its template arguments and its instructions."""
@@ -84,6 +101,7 @@ class Kernel:
     static_flags: int
     body: str            # the SASS text of the function
     insns: List[Tuple[int, str]] = field(default_factory=list)  # (address, instruction)
+    mangled: str = ""    # the whole mangled name (key of registers())
 
     @property
     def vec16(self) -> bool:
@@ -106,7 +124,8 @@ def kernels(sass: str) -> List[Kernel]:
         if m is None:
             continue
         k = Kernel(m.group(0), m.group(1), STORAGE[m.group(2)], int(m.group(3)),
-                   int(m.group(4)), m.group(5) == "1", int(m.group(6)), int(m.group(7)), body)
+                   int(m.group(4)), m.group(5) == "1", int(m.group(6)), int(m.group(7)), body,
+                   mangled=body.split("\n", 1)[0].strip())
         k.insns = [(int(a, 16), t) for a, t in _INSN_RE.findall(body)]
         out.append(k)
     return out
@@ -200,6 +219,15 @@ def hot_loop(k: Kernel) -> Optional[LoopCount]:
         per_step += max(1, k.vec * (8 if k.storage == "fp64" else 4) // 16)
     short, long_ = path_lengths(k, head, end)
     return LoopCount(short, long_, wide_stores / per_step, dict(Counter(ops)))
+
+
+def loaded_bytes_per_element_step(k: Kernel) -> float:
+    """What a thread has in flight per neuron while it computes a step (the next step's row):
+    forward x; backward grad_s + H (the window bits, one byte per 8 steps, are left out)."""
+    io = STORAGE_BYTES[k.storage]
+    if k.direction == "forward" or k.bits:
+        return io
+    return io + (8 if k.storage == "fp64" else 4)
 
 
 def bytes_per_element_step(k: Kernel) -> float:

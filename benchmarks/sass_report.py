@@ -11,6 +11,10 @@ paper's and SpikingJelly's default) per dtype and direction:
     issue@bw       the share of the device's issue rate those instructions need when memory
                    runs at the copy bandwidth: (insn/byte) * copy_bw / issue rate. Near or
                    above ~0.5, a kernel is bound by instruction issue, not by memory.
+    regs, thr/SM   registers per thread (cuobjdump -res-usage) and the threads an SM keeps
+                   resident with 256-thread blocks (64K registers, at most 2048 threads)
+    KB/SM          bytes of the next step's rows in flight per SM (resident threads x VEC x
+                   loaded bytes per neuron): what hides memory latency (Little's law)
 
 The device figures (SMs, clock, copy bandwidth) default to the H200 run of 2026-11-28
 (benchmarks/results/gpu_2026-11-28_74c794e): 132 SMs x 4 schedulers x 1.98 GHz x 32 lanes
@@ -36,7 +40,7 @@ NEURONS = {
 }
 
 
-def rows(kernels, args):
+def rows(kernels, args, regs=None):
     issue_rate = args.sms * 4 * args.clock_ghz * 1e9 * 32
     budget = issue_rate / (args.copy_tbps * 1e12)  # instructions per byte at full bandwidth
     out = []
@@ -57,11 +61,16 @@ def rows(kernels, args):
             continue
         per_elem = loop.per_step() / k.vec
         bpe = _sass.bytes_per_element_step(k)
+        nregs = (regs or {}).get(k.mangled)
+        threads = _sass.resident_threads(nregs) if nregs else None
+        in_flight = (threads * k.vec * _sass.loaded_bytes_per_element_step(k) / 1024
+                     if threads else None)
         out.append(dict(neuron=neuron, direction={"forward": "fwd", "backward": "bwd"}[k.direction],
                         dtype=k.storage, vec=k.vec,
                         flags=k.static_flags, save=k.save_or_surr, bits=k.bits,
                         step=loop.per_step(), elem=per_elem, bytes=bpe, ipb=per_elem / bpe,
-                        issue=per_elem / bpe / budget))
+                        issue=per_elem / bpe / budget, regs=nregs, threads=threads,
+                        in_flight=in_flight))
     return out, budget
 
 
@@ -91,11 +100,12 @@ def main(argv=None) -> int:
                 print(proc.stderr[-4000:], file=sys.stderr)
                 return 1
         kernels = _sass.kernels(_sass.dump_sass(obj))
-    table, budget = rows(kernels, args)
+        regs = _sass.registers(obj)
+    table, budget = rows(kernels, args, regs)
     print(f"device model: {args.sms} SMs x 4 x {args.clock_ghz} GHz x 32 lanes over "
           f"{args.copy_tbps} TB/s copy bandwidth = {budget:.1f} instructions per byte at best\n")
     head = ("neuron", "dir", "dtype", "VEC", "flags", "save/surr", "insn/step", "insn/elem",
-            "bytes/elem", "insn/byte", "issue@bw")
+            "bytes/elem", "insn/byte", "issue@bw", "regs", "thr/SM", "KB/SM")
     print(" | ".join(head))
     print(" | ".join("---" for _ in head))
     order = {"paper": 0, "sj": 1, "-": 2}
@@ -105,7 +115,9 @@ def main(argv=None) -> int:
                 else ("bits" if r["bits"] else ("rect", "sigmoid", "atan")[r["save"]]))
         print(" | ".join([r["neuron"], r["direction"], r["dtype"], str(r["vec"]),
                           str(r["flags"]), save, f"{r['step']:.0f}", f"{r['elem']:.1f}",
-                          f"{r['bytes']:.3g}", f"{r['ipb']:.2f}", f"{r['issue']:.0%}"]))
+                          f"{r['bytes']:.3g}", f"{r['ipb']:.2f}", f"{r['issue']:.0%}",
+                          str(r["regs"] or "?"), str(r["threads"] or "?"),
+                          f"{r['in_flight']:.0f}" if r["in_flight"] else "?"]))
     print("\nflags: LIFParams bits fixed at compile time (1 hard reset, 2 decay_input, "
           "4 detach_reset, 8 tau a power of two). insn/step counts the loop of a plain "
           "training call (no V[t] stores, no grad_v_seq reads), unrolled iterations divided "

@@ -49,9 +49,11 @@ def test_cu_file_compiles_for_sm90(cu, tmp_path):
     assert (tmp_path / "out.o").stat().st_size > 0
     if cu.name == "lif_cuda.cu" and CUOBJDUMP is not None:
         kernels = _sass.kernels(_sass.dump_sass(tmp_path / "out.o", CUOBJDUMP))
+        regs = _sass.registers(tmp_path / "out.o", CUOBJDUMP)
+        assert all(0 < regs.get(k.mangled, 0) <= 255 for k in kernels)
         _check_128_bit_accesses(kernels)
         _check_tau_division(kernels)
-        _check_sass_report(kernels)
+        _check_sass_report(kernels, regs)
 
 
 def _check_128_bit_accesses(kernels):
@@ -75,19 +77,20 @@ def _check_128_bit_accesses(kernels):
     assert checked >= 40, f"only {checked} 16-byte kernels found in the SASS"
 
 
-def _check_sass_report(kernels):
+def _check_sass_report(kernels, regs):
     """benchmarks/sass_report.py finds the time loop of every kernel it reports: the paper's and
     SpikingJelly's neuron, forward and backward, fp32 / bf16 / fp16, one or more steps per
     iteration."""
     import argparse
     import sass_report
     args = argparse.Namespace(all=False, sms=132, clock_ghz=1.98, copy_tbps=4.21)
-    rows, budget = sass_report.rows(kernels, args)
+    rows, budget = sass_report.rows(kernels, args, regs)
     assert 7 < budget < 9
     got = {(r["neuron"], r["direction"], r["dtype"]) for r in rows}
     assert got == {(n, d, t) for n in ("paper", "sj") for d in ("fwd", "bwd")
                    for t in ("fp32", "bf16", "fp16")}, got
     assert all(r["step"] > 0 and r["elem"] > 0 and r["ipb"] > 0 for r in rows), rows
+    assert all(256 <= r["threads"] <= 2048 and r["in_flight"] > 0 for r in rows), rows
 
 
 def _check_tau_division(kernels):
