@@ -53,33 +53,11 @@ LIFParams<acc_t> params_from(double tau, double v_threshold, double v_reset, dou
                                 (flags & kFlagDetachReset) != 0);
 }
 
-template <int MASK, typename acc_t, typename Fn, int... Fs>
-bool lif_with_static_flags_impl(const LIFParams<acc_t>& p, Fn& fn,
-                                std::integer_sequence<int, Fs...>) {
-  const int want = p.flags & MASK;
-  bool called = false;
-  auto one = [&](auto f_c) {
-    constexpr int F = decltype(f_c)::value;
-    if constexpr ((F & ~MASK) == 0) {
-      if (want == F) {
-        fn(p.template with_static<MASK, F>());
-        called = true;
-      }
-    }
-  };
-  (one(std::integral_constant<int, Fs>{}), ...);
-  return called;
-}
-
-// Calls fn(q) once, where q is p with the flags in MASK fixed at compile time to their values
-// in p (LIFParams<acc_t, MASK, p.flags & MASK>). One instantiation of fn per subset of MASK:
-// MASK names the flags whose per-element branch is worth a kernel each; the rest stay run-time.
+// lif_dispatch_static_flags (lif_step.h), with an error if no kernel matched p's flags.
 template <int MASK, typename acc_t, typename Fn>
 void lif_with_static_flags(const LIFParams<acc_t>& p, Fn&& fn) {
-  static_assert((MASK & ~kMathAll) == 0, "MASK: LIFMathFlag bits only");
-  const bool called = lif_with_static_flags_impl<MASK>(
-      p, fn, std::make_integer_sequence<int, kMathAll + 1>{});
-  TORCH_CHECK(called, "tssd_fast: no kernel for flags ", p.flags);
+  TORCH_CHECK(lif_dispatch_static_flags<MASK>(p, fn), "tssd_fast: no kernel for flags ",
+              p.flags);
 }
 
 // What a device launcher receives: flat [T, N] tensors in one memory order, every output

@@ -15,6 +15,8 @@
 #ifndef __CUDACC_RTC__
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 #endif
 
 namespace tssd_fast {
@@ -47,8 +49,6 @@ struct LIFParams {
   acc_t half_width;   // Rect window half-width 0.5/alpha, computed in double on the host
   acc_t atan_scale;   // ATan: pi/2 * alpha, computed in double on the host
   int flags;          // LIFMathFlag bits
-  static constexpr int kStaticMask = STATIC_MASK;
-  static constexpr int kStaticFlags = STATIC_FLAGS;
 
   LIF_HD constexpr bool flag(int bit) const {
     return (((STATIC_MASK & bit) ? STATIC_FLAGS : flags) & bit) != 0;
@@ -72,13 +72,42 @@ struct LIFParams {
 LIF_HD int lif_window_rows(int T) { return (T + 7) / 8; }
 
 #ifndef __CUDACC_RTC__
-// True when a / tau == a * (1 / tau) for every a: tau is a power of two and 1 / tau a normal
-// number, so both are the one rounding of the same real number (subnormal results included).
+// True when a / tau == a * inv_tau for every a (inv_tau = 1 / tau in acc_t): tau is a power of
+// two and inv_tau a normal number, so both are the one rounding of the same real number
+// (subnormal results included).
 template <typename acc_t>
-inline bool lif_tau_is_pow2(acc_t tau) {
+inline bool lif_tau_is_pow2(acc_t tau, acc_t inv_tau) {
   if (!(tau > acc_t(0)) || !std::isfinite(tau)) return false;
   int e = 0;
-  return std::frexp(tau, &e) == acc_t(0.5) && std::isnormal(acc_t(1) / tau);
+  return std::frexp(tau, &e) == acc_t(0.5) && std::isnormal(inv_tau);
+}
+
+// Calls fn(q) once, where q is p with the flags in MASK fixed at compile time to their values
+// in p (LIFParams<acc_t, MASK, p.flags & MASK>), and returns true; false when no subset of MASK
+// matched (cannot happen for valid flags). One instantiation of fn per subset of MASK: MASK
+// names the flags whose per-element branch is worth a kernel each; the rest stay run-time.
+// lif_host.h's lif_with_static_flags is the checked entry; tests/cuda_on_cpu.cpp calls this.
+template <int MASK, typename acc_t, typename Fn, int... Fs>
+bool lif_dispatch_static_flags(const LIFParams<acc_t>& p, Fn& fn,
+                               std::integer_sequence<int, Fs...>) {
+  static_assert((MASK & ~kMathAll) == 0, "MASK: LIFMathFlag bits only");
+  const int want = p.flags & MASK;
+  bool called = false;
+  auto one = [&](auto f_c) {
+    constexpr int F = decltype(f_c)::value;
+    if constexpr ((F & ~MASK) == 0) {
+      if (want == F) {
+        fn(p.template with_static<MASK, F>());
+        called = true;
+      }
+    }
+  };
+  (one(std::integral_constant<int, Fs>{}), ...);
+  return called;
+}
+template <int MASK, typename acc_t, typename Fn>
+bool lif_dispatch_static_flags(const LIFParams<acc_t>& p, Fn&& fn) {
+  return lif_dispatch_static_flags<MASK>(p, fn, std::make_integer_sequence<int, kMathAll + 1>{});
 }
 
 // Host-side construction from Python doubles; every C++ launcher uses this one function (the
@@ -96,7 +125,8 @@ inline LIFParams<acc_t> make_lif_params(double tau, double v_threshold, double v
   p.half_width = acc_t(0.5 / alpha);
   p.atan_scale = acc_t(1.5707963267948966 * alpha);
   p.flags = (hard_reset ? kMathHardReset : 0) | (decay_input ? kMathDecayInput : 0) |
-            (detach_reset ? kMathDetachReset : 0) | (lif_tau_is_pow2(p.tau) ? kMathTauPow2 : 0);
+            (detach_reset ? kMathDetachReset : 0) |
+            (lif_tau_is_pow2(p.tau, p.inv_tau) ? kMathTauPow2 : 0);
   return p;
 }
 #endif

@@ -6,6 +6,7 @@
 // cvt.rn.bf16(x2).f32 (sm_80+); here with the bit-exact software rounding it replaces.
 // Built with g++ by the test into a shared library called through ctypes (no torch headers).
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #define __device__
@@ -60,25 +61,14 @@ void run_grid(int64_t N, int vec, F&& body) {
   }
 }
 
-// Calls f(params) with p's flags static (static_flags != 0) or run-time.
+// Calls f(params) with p's flags static (static_flags != 0, through lif_step.h's dispatcher, as
+// the CUDA launchers) or run-time.
 template <typename A, typename F>
 void with_params(const LIFParams<A>& p, int static_flags, F&& f) {
   if (!static_flags) {
     f(p);
-    return;
-  }
-  switch (p.flags) {
-#define LIF_EMU_CASE(F_)                          \
-  case F_:                                        \
-    f(p.template with_static<kMathAll, F_>()); \
-    break;
-    LIF_EMU_CASE(0) LIF_EMU_CASE(1) LIF_EMU_CASE(2) LIF_EMU_CASE(3) LIF_EMU_CASE(4)
-    LIF_EMU_CASE(5) LIF_EMU_CASE(6) LIF_EMU_CASE(7) LIF_EMU_CASE(8) LIF_EMU_CASE(9)
-    LIF_EMU_CASE(10) LIF_EMU_CASE(11) LIF_EMU_CASE(12) LIF_EMU_CASE(13) LIF_EMU_CASE(14)
-    LIF_EMU_CASE(15)
-#undef LIF_EMU_CASE
-    default:
-      break;
+  } else if (!lif_dispatch_static_flags<kMathAll>(p, f)) {
+    std::abort();
   }
 }
 

@@ -128,8 +128,8 @@ void backward_impl(const scalar_t* grad_s, const acc_t* grad_v_seq, const acc_t*
                    const acc_t* h_saved, const uint8_t* bits, scalar_t* grad_x, acc_t* grad_v0,
                    int64_t T, int64_t N, const P p) {
   at::parallel_for(0, N, kGrain, [=](int64_t begin, int64_t end) {
-    backward_range<scalar_t, acc_t, SURR, BITS, P>(grad_s, grad_v_seq, grad_v_last, h_saved, bits,
-                                                grad_x, grad_v0, T, N, p, begin, end);
+    backward_range<scalar_t, acc_t, SURR, BITS, P>(grad_s, grad_v_seq, grad_v_last, h_saved,
+                                                   bits, grad_x, grad_v0, T, N, p, begin, end);
   });
 }
 

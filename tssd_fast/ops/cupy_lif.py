@@ -32,7 +32,8 @@ from typing import Callable, Dict, Hashable, Iterable, Optional, Tuple
 import torch
 
 from . import _ext
-from .config import LIFConfig, tau_is_pow2, window_rows
+from .config import (FLAG_DECAY_INPUT, FLAG_DETACH_RESET, FLAG_HARD_RESET, LIFConfig,
+                     tau_is_pow2, window_rows)
 
 SAVE_NONE, SAVE_H, SAVE_BITS = 0, 1, 2
 THREADS = 256  # tssd_fast::cuda::kThreads
@@ -59,8 +60,9 @@ def math_flags(cfg: LIFConfig, dtype: torch.dtype) -> int:
     """LIFParams::flags of csrc/lif_step.h (kMathHardReset 1, kMathDecayInput 2,
     kMathDetachReset 4, kMathTauPow2 8) for cfg with storage dtype `dtype`."""
     acc = torch.float64 if dtype == torch.float64 else torch.float32
-    return (1 * bool(cfg.hard_reset) + 2 * bool(cfg.decay_input) + 4 * bool(cfg.detach_reset)
-            + 8 * tau_is_pow2(cfg.tau, acc))
+    # the op's flag bits 1, 2, 4 are the same three (csrc/lif_host.h, ops/config.py)
+    return (cfg.flags() & (FLAG_HARD_RESET | FLAG_DECAY_INPUT | FLAG_DETACH_RESET)) | \
+        (8 if tau_is_pow2(cfg.tau, acc) else 0)
 
 
 def config_key(cfg: LIFConfig, dtype: torch.dtype) -> Tuple:
