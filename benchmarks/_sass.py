@@ -196,25 +196,34 @@ class LoopCount:
         return self.instructions / self.steps
 
 
-def hot_loop(k: Kernel) -> Optional[LoopCount]:
+def hot_loop(k: Kernel, nested: bool = False) -> Optional[LoopCount]:
     """The time loop a plain training call runs: the innermost loop with the fewest global
-    memory instructions (no V[t] stores, no grad_v_seq loads), then the fewest instructions.
-    Steps per iteration from the row stores: forward writes spikes (+ H: 4 bytes per neuron)
+    memory instructions (no V[t] stores, no grad_v_seq loads), then the fewest instructions;
+    nested=True prefers loops inside another loop, then the most steps per iteration
+    (Triton's steps of a group of 8, not its loop over the T % 8 last steps). Steps per
+    iteration from the 16-byte row stores: forward writes spikes (+ H: 4 bytes per neuron)
     per step, backward grad_x."""
     best = None
-    for head, end in innermost_loops(k):
+    candidates = innermost_loops(k)
+    if nested:  # (a group loop the compiler unrolled whole is itself innermost: keep all then)
+        outer = loops(k)
+        candidates = [(a, b) for a, b in candidates
+                      if any(h < a and b < e for h, e in outer)] or candidates
+    for head, end in candidates:
         ops = [opcode(t) for a, t in k.insns if head <= a <= end and not t.startswith("NOP")]
         mem = sum(o.startswith(("LDG", "STG")) for o in ops)
         wide_stores = sum(o.startswith("STG.E.128") for o in ops)
         if wide_stores == 0:
             continue
         key = (mem, len(ops))
+        if nested:  # the most steps per iteration: a group unrolled whole beats the tail loop
+            key = (-wide_stores,) + key
         if best is None or key < best[0]:
             best = (key, ops, wide_stores, head, end)
     if best is None:
         return None
     _, ops, wide_stores, head, end = best
-    per_step = 1
+    per_step = max(1, k.vec * STORAGE_BYTES[k.storage] // 16)  # spikes / grad_x, 16 B each
     if k.direction == "forward" and k.save_or_surr == 1:  # + H in the compute type
         per_step += max(1, k.vec * (8 if k.storage == "fp64" else 4) // 16)
     short, long_ = path_lengths(k, head, end)

@@ -23,6 +23,11 @@ This is a static count: it says what each step costs to issue, not how fast a ke
 
     python benchmarks/sass_report.py            # compile (about 40 s) and print the table
     python benchmarks/sass_report.py --all      # every 16-byte kernel, not just the two neurons
+    python benchmarks/sass_report.py --triton   # the Triton kernels of the two neurons instead
+                                                # (compiled by Triton for sm_90, no GPU needed)
+
+For Triton, VEC is the elements a thread holds per row (16 bytes of storage), thr/SM counts
+blocks of the launcher's num_warps, and KB/SM holds AHEAD rows in flight per stream.
 """
 import argparse
 import sys
@@ -74,6 +79,54 @@ def rows(kernels, args, regs=None):
     return out, budget
 
 
+def triton_row(kernel, used, neuron, direction, storage, budget):
+    """The table row of one compiled Triton kernel (kernel, used = _triton_aot.compile_kernel)."""
+    import torch
+    dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[storage]
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "k.cubin"
+        cubin.write_bytes(kernel.asm["cubin"])
+        body = _sass.dump_sass(cubin)
+        nregs = max(_sass.registers(cubin).values())
+    ept = used["BLOCK"] // (kernel.metadata.num_warps * 32)  # elements per thread and row
+    k = _sass.Kernel(neuron, direction, dtype, ept,
+                     used["SAVE"] if direction == "forward" else used["SURR"],
+                     direction == "backward" and used["BITS"], 0, 0, body)
+    k.insns = [(int(a, 16), t) for a, t in _sass._INSN_RE.findall(body)]
+    loop = _sass.hot_loop(k, nested=True)
+    if loop is None:
+        return None
+    threads = _sass.resident_threads(nregs, block=kernel.metadata.num_warps * 32)
+    bpe = _sass.bytes_per_element_step(k)
+    per_elem = loop.per_step() / ept
+    flags = (1 * used["HARD"] | 2 * used["DECAY"] | 8 * used["TAU_POW2"]
+             | 4 * used.get("DETACH", False))
+    return dict(neuron=neuron, direction={"forward": "fwd", "backward": "bwd"}[direction],
+                dtype=dtype, vec=ept, flags=flags, save=k.save_or_surr, bits=k.bits,
+                step=loop.per_step(), elem=per_elem, bytes=bpe, ipb=per_elem / bpe,
+                issue=per_elem / bpe / budget, regs=nregs, threads=threads,
+                in_flight=(threads * ept * _sass.loaded_bytes_per_element_step(k)
+                           * used.get("AHEAD", 1) / 1024))
+
+
+def triton_rows(args, **compile_options):
+    """The table rows of the Triton kernels of _triton_aot.NEURONS."""
+    import torch
+
+    import _triton_aot
+    budget = args.sms * 4 * args.clock_ghz * 1e9 * 32 / (args.copy_tbps * 1e12)
+    out = []
+    for neuron, (fc, bc) in _triton_aot.NEURONS.items():
+        for storage in (torch.float32, torch.bfloat16, torch.float16):
+            for direction, const in (("forward", fc), ("backward", bc)):
+                kernel, used = _triton_aot.compile_kernel(direction, storage, const,
+                                                          **compile_options)
+                row = triton_row(kernel, used, neuron, direction, storage, budget)
+                if row is not None:
+                    out.append(row)
+    return out, budget
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,10 +134,18 @@ def main(argv=None) -> int:
     ap.add_argument("--object", type=Path, help="read this compiled object instead of compiling")
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--all", action="store_true", help="every 16-byte static-flag kernel")
+    ap.add_argument("--triton", action="store_true",
+                    help="the Triton kernels (tssd_fast.ops.triton_lif) instead of CUDA's")
     ap.add_argument("--sms", type=int, default=132)
     ap.add_argument("--clock-ghz", type=float, default=1.98)
     ap.add_argument("--copy-tbps", type=float, default=4.21)
     args = ap.parse_args(argv)
+    if args.triton:
+        if _sass.find_cuobjdump() is None:
+            print("sass_report: needs cuobjdump (triton's wheel ships one)", file=sys.stderr)
+            return 2
+        table, budget = triton_rows(args)
+        return print_table(table, budget, args, "Triton")
     if _sass.find_cuobjdump() is None or (args.object is None and _sass.find_nvcc() is None):
         print("sass_report: needs nvcc and cuobjdump (CUDA toolkit, or triton's wheel for "
               "cuobjdump)", file=sys.stderr)
@@ -102,8 +163,12 @@ def main(argv=None) -> int:
         kernels = _sass.kernels(_sass.dump_sass(obj))
         regs = _sass.registers(obj)
     table, budget = rows(kernels, args, regs)
-    print(f"device model: {args.sms} SMs x 4 x {args.clock_ghz} GHz x 32 lanes over "
-          f"{args.copy_tbps} TB/s copy bandwidth = {budget:.1f} instructions per byte at best\n")
+    return print_table(table, budget, args, "CUDA")
+
+
+def print_table(table, budget, args, what: str) -> int:
+    print(f"{what} kernels. Device model: {args.sms} SMs x 4 x {args.clock_ghz} GHz x 32 lanes "
+          f"over {args.copy_tbps} TB/s copy bandwidth = {budget:.1f} instructions per byte at best\n")
     head = ("neuron", "dir", "dtype", "VEC", "flags", "save/surr", "insn/step", "insn/elem",
             "bytes/elem", "insn/byte", "issue@bw", "regs", "thr/SM", "KB/SM")
     print(" | ".join(head))
@@ -118,7 +183,7 @@ def main(argv=None) -> int:
                           f"{r['bytes']:.3g}", f"{r['ipb']:.2f}", f"{r['issue']:.0%}",
                           str(r["regs"] or "?"), str(r["threads"] or "?"),
                           f"{r['in_flight']:.0f}" if r["in_flight"] else "?"]))
-    print("\nflags: LIFParams bits fixed at compile time (1 hard reset, 2 decay_input, "
+    print("\nflags: fixed at compile time (1 hard reset, 2 decay_input, "
           "4 detach_reset, 8 tau a power of two). insn/step counts the loop of a plain "
           "training call (no V[t] stores, no grad_v_seq reads), unrolled iterations divided "
           "out. A static count, not a timing.")

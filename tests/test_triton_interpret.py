@@ -19,6 +19,7 @@ import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
+BENCH = HERE.parent / "benchmarks"
 CHILD = os.environ.get("TSSD_FAST_TRITON_CHILD") == "1"
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
@@ -49,42 +50,25 @@ if not CHILD:
         flush-to-zero in forward arithmetic, 16-byte global accesses."""
         code = r'''
 import sys, json
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from tssd_fast.ops import triton_lif as L
-ptr = lambda t: "*" + t
-def fwd(save, f64=False, pow2=False):
-    a = "fp64" if f64 else "fp32"
-    sig = dict(x_ptr=ptr(a), v0_ptr=ptr(a), s_ptr=ptr(a), v_last_ptr=ptr(a), v_seq_ptr=ptr(a),
-               h_ptr=ptr(a), bits_ptr="*u8", T="i32", N="i32", tau_d="fp64", inv_tau_d="fp64",
-               v_th_d="fp64", v_reset_d="fp64", half_width_d="fp64")
-    const = dict(HARD=False, DECAY=True, TAU_POW2=pow2, SAVE=save, STORE_V=True, F64=f64,
-                 BLOCK=1024)
-    return L._lif_fwd_kernel, sig, const
-def bwd(surr, bits):
-    a = "fp32"
-    sig = dict(gs_ptr=ptr(a), gvs_ptr=ptr(a), gvl_ptr=ptr(a), h_ptr=ptr(a), bits_ptr="*u8",
-               gx_ptr=ptr(a), gv0_ptr=ptr(a), T="i32", N="i32", tau_d="fp64", inv_tau_d="fp64",
-               v_th_d="fp64", v_reset_d="fp64", alpha_d="fp64", half_width_d="fp64",
-               atan_scale_d="fp64")
-    const = dict(HARD=not bits, DECAY=True, DETACH=False, TAU_POW2=False, SURR=surr, BITS=bits,
-                 HAS_GVS=True, HAS_GVL=True, F64=False, BLOCK=1024)
-    return L._lif_bwd_kernel, sig, const
+import torch
+import _triton_aot as A
+P = A.NEURONS["paper"]
 out = {}
-for name, (fn, sig, const) in {"fwd_h": fwd(1), "fwd_bits": fwd(2), "fwd_f64": fwd(1, True),
-                               "fwd_pow2": fwd(2, pow2=True), "bwd_sigmoid": bwd(1, False),
-                               "bwd_bits": bwd(0, True)}.items():
-    sig = {**sig, **{k: "constexpr" for k in const}}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, k in enumerate(sig)
-             if k.endswith("_ptr") or k == "N"}
-    src = ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs)
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                       options=dict(num_warps=4, enable_fp_fusion=False))
-    out[name] = k.asm["ptx"]
+for name, (direction, storage, const) in {
+        "fwd_h": ("forward", torch.float32, dict(P[0], SAVE=1, TAU_POW2=False, STORE_V=True)),
+        "fwd_bits": ("forward", torch.float32, dict(P[0], TAU_POW2=False, STORE_V=True)),
+        "fwd_f64": ("forward", torch.float64, dict(P[0], SAVE=1, TAU_POW2=False)),
+        "fwd_pow2": ("forward", torch.float32, P[0]),
+        "fwd_pow2_bf16": ("forward", torch.bfloat16, P[0]),
+        "fwd_partial": ("forward", torch.float32, dict(P[0], EVEN=False)),
+        "bwd_sigmoid": ("backward", torch.float32, A.NEURONS["sj"][1]),
+        "bwd_bits": ("backward", torch.float32, dict(P[1], HAS_GVS=True, HAS_GVL=True)),
+        "bwd_bits_bf16": ("backward", torch.bfloat16, P[1])}.items():
+    kernel, used = A.compile_kernel(direction, storage, const)
+    out[name] = kernel.asm["ptx"]
 json.dump(out, sys.stdout)
 '''
-        env = dict(os.environ, PYTHONPATH=_pythonpath())
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([_pythonpath(), str(BENCH)]))
         env.pop("TRITON_INTERPRET", None)
         proc = subprocess.run([sys.executable, "-c", code], cwd=str(HERE), env=env,
                               capture_output=True, text=True, timeout=600)
@@ -99,14 +83,24 @@ json.dump(out, sys.stdout)
             assert "div.rn.f32" in body and "div.full" not in body and "div.approx" not in body
             assert "fma." not in body, f"{name}: FMA contraction in forward"
             assert ".ftz" not in body, f"{name}: flush-to-zero arithmetic in forward"
-            assert "ld.global.v4.b32" in body and "st.global.v4.b32" in body, name
         assert "div.rn.f64" in ptx["fwd_f64"]
         # a power-of-two tau multiplies by 1/tau: no division left in the forward
         assert not re.search(r"\bdiv\.", ptx["fwd_pow2"])
         assert re.search(r"\bmul(\.rn)?\.f32", ptx["fwd_pow2"])
         assert "fma." not in ptx["fwd_pow2"] and ".ftz" not in ptx["fwd_pow2"]
-        for name in ("bwd_sigmoid", "bwd_bits"):
-            assert "fma.rn.f32" not in ptx[name] and "ld.global.v4.b32" in ptx[name], name
+        for name in ("bwd_sigmoid", "bwd_bits", "bwd_bits_bf16"):
+            assert "fma.rn.f32" not in ptx[name], name
+        for name, body in ptx.items():
+            # 16 bytes per thread and row: every row load and store is one 128-bit access
+            wide = "v2.b64" if name == "fwd_f64" else "v4.b32"
+            assert f"ld.global.{wide}" in body and f"st.global.{wide}" in body, name
+        for name in ("fwd_h", "fwd_bits", "fwd_pow2", "fwd_partial", "bwd_bits", "bwd_sigmoid"):
+            # fp32: the window-bit bytes share the rows' layout, so no layout conversion
+            # through shared memory (and no barrier) anywhere in the kernel
+            assert "bar.sync" not in ptx[name] and "st.shared" not in ptx[name], name
+        # a full grid (EVEN) needs no predicate on its row accesses; a partial one does
+        assert not re.search(r"@%p\d+ ld\.global\.v4", ptx["fwd_pow2"])
+        assert re.search(r"@%p\d+ ld\.global\.v4", ptx["fwd_partial"])
 
 else:  # the child: TRITON_INTERPRET=1 was set before this process imported anything
     assert os.environ.get("TRITON_INTERPRET") == "1"
@@ -186,6 +180,76 @@ else:  # the child: TRITON_INTERPRET=1 was set before this process imported anyt
     @pytest.mark.parametrize("n", REPRESENTATIVE, ids=str)
     def test_odd_shapes(shape, n):
         check(n, shape, torch.float32)
+
+    # The time loops: T // 8 groups of 8 steps, then T % 8 steps (the backward takes them in
+    # the other order), and 1 or 2 rows in flight. N = 64 fills every program (EVEN: no masks),
+    # N = 37 leaves the last one partial.
+    def bounds_checked(monkeypatch):
+        """Every load and store of a kernel launch (masked-off lanes aside) must fall inside
+        one of the launch's tensor arguments: a prefetch that runs past the first or last row
+        is never consumed, so only this sees it. Returns the list of launches checked."""
+        from triton.runtime import interpreter as I
+        ranges, launches = [], []
+
+        def inside(ptrs, mask):
+            addr = ptrs.data[mask.data].astype("uint64")
+            size = ptrs.get_element_ty().primitive_bitwidth // 8
+            ok = addr < 0  # all False
+            for lo, hi in ranges:
+                ok |= (addr >= lo) & (addr + size <= hi)
+            assert ok.all(), f"{int((~ok).sum())} accesses outside the launch's tensors"
+
+        load, store = I.InterpreterBuilder.create_masked_load, I.InterpreterBuilder.create_masked_store
+        monkeypatch.setattr(I.InterpreterBuilder, "create_masked_load",
+                            lambda self, p, m, *a: (inside(p, m), load(self, p, m, *a))[1])
+        monkeypatch.setattr(I.InterpreterBuilder, "create_masked_store",
+                            lambda self, p, v, m, *a: (inside(p, m), store(self, p, v, m, *a))[1])
+        for name in ("_lif_fwd_kernel", "_lif_bwd_kernel"):
+            real = getattr(triton_lif, name)
+
+            class Spy:
+                def __getitem__(self, grid, real=real):
+                    def launch(*args, **kw):
+                        ranges[:] = [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size())
+                                     for t in args if isinstance(t, torch.Tensor)]
+                        launches.append(kw.get("AHEAD"))
+                        return real[grid](*args, **kw)
+                    return launch
+
+            monkeypatch.setattr(triton_lif, name, Spy())
+        return launches
+
+    @pytest.mark.parametrize("ahead", [1, 2])
+    @pytest.mark.parametrize("T", [1, 2, 7, 8, 9, 16, 17])
+    @pytest.mark.parametrize("N", [64, 37])
+    def test_time_loops_groups_tail_and_rows_in_flight(monkeypatch, ahead, T, N):
+        monkeypatch.setattr(triton_lif, "AHEAD", ahead)
+        launches = bounds_checked(monkeypatch)
+        for n in REPRESENTATIVE + [Neuron(2.0, False, 1.0, 0.0, "Sigmoid", 4.0, True)]:
+            check(n, (T, N), torch.float32)
+        check(REPRESENTATIVE[0], (T, N), torch.bfloat16, store_v_seq=False)
+        # the forward, and the backward from window bits without grad_v_seq, take `ahead`
+        assert ahead in launches and (ahead == 1 or 1 in launches), launches
+
+    def test_full_programs_take_the_unmasked_kernel(monkeypatch):
+        seen, real = [], triton_lif._lif_fwd_kernel
+
+        class Spy:
+            def __getitem__(self, grid):
+                return lambda *a, **kw: (seen.append(kw["EVEN"]), real[grid](*a, **kw))[1]
+
+        monkeypatch.setattr(triton_lif, "_lif_fwd_kernel", Spy())
+        tssd_fast.lif_multistep(torch.randn(3, 64), backend=B)
+        tssd_fast.lif_multistep(torch.randn(3, 37), backend=B)
+        assert seen == [True, False]
+
+    def test_launch_shape_is_sixteen_bytes_per_thread():
+        for dtype, per_thread in ((torch.float32, 4), (torch.bfloat16, 8), (torch.float16, 8),
+                                  (torch.float64, 2)):
+            block, warps = triton_lif._launch_shape(1 << 24, dtype)
+            assert (block, warps) == (128 * per_thread, 4)
+            block, warps = triton_lif._launch_shape(5, dtype)
+            assert block == 32 and block % (32 * warps) == 0
 
     @pytest.mark.parametrize("n", REPRESENTATIVE, ids=str)
     def test_non_contiguous(n):

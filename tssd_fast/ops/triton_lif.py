@@ -33,7 +33,7 @@ except Exception as e:  # noqa: BLE001 - any import failure only disables this b
     _IMPORT_ERROR = e
 
 SAVE_NONE, SAVE_H, SAVE_BITS = 0, 1, 2
-MAX_BLOCK = 1024
+AHEAD = 2  # rows in flight per input stream when a step loads one 16-byte row per thread
 
 
 def unavailable_reason() -> str:
@@ -143,13 +143,59 @@ if triton is not None:
             gx = gh
         return gx, gv_prev
 
+    # The time loops run T // 8 groups of 8 steps with the step unrolled (a window bit's
+    # position is then a constant and its byte is stored once per group), and a loop over the
+    # T % 8 remaining steps. Row pointers are scalars moved by N per step; `offs` stays int32.
+    # The next row is always loaded: at the last step the same row again (a cache hit), so no
+    # step computes a mask.
+
+    @triton.jit
+    def _row_mask(offs, N, EVEN: tl.constexpr):
+        # None when every program is full (EVEN: N % BLOCK == 0): unpredicated accesses, and no
+        # zeroing of masked-off lanes before each load
+        if EVEN:
+            return None
+        else:
+            return offs < N
+
+    @triton.jit
+    def _load_row(ptr, mask):
+        if mask is None:
+            return tl.load(ptr)
+        else:
+            return tl.load(ptr, mask=mask, other=0.0)
+
+    @triton.jit
+    def _fwd_step(xa, s_row, h_row, v_row, offs, mask, v, x_next, x_next2, tau, inv_tau, v_th,
+                  v_reset, half_width, HARD: tl.constexpr, DECAY: tl.constexpr,
+                  TAU_POW2: tl.constexpr, SAVE: tl.constexpr, STORE_V: tl.constexpr,
+                  F64: tl.constexpr, AHEAD: tl.constexpr):
+        # Step t at rows s_row, ...; x_next (and x_next2) hold x rows t (and t + 1), and row
+        # xa = min(t + AHEAD, T - 1) is loaded now.
+        x = x_next.to(v.dtype)
+        if AHEAD == 2:
+            x_next = x_next2
+            x_next2 = _load_row(xa + offs, mask)
+        else:
+            x_next = _load_row(xa + offs, mask)
+        h = _charge(v, x, tau, inv_tau, v_reset, HARD, DECAY, TAU_POW2, F64)
+        s = _fire(h, v_th)
+        tl.store(s_row + offs, s.to(s_row.dtype.element_ty), mask=mask)
+        if SAVE == 1:
+            tl.store(h_row + offs, h, mask=mask)
+        w = _rect_window(h, v_th, half_width)  # unused (and dropped) unless bits
+        v = _reset(h, s, v_th, v_reset, HARD)
+        if STORE_V:
+            tl.store(v_row + offs, v, mask=mask)
+        return v, x_next, x_next2, w
+
     @triton.jit(do_not_specialize=["T"])
     def _lif_fwd_kernel(x_ptr, v0_ptr, s_ptr, v_last_ptr, v_seq_ptr, h_ptr, bits_ptr, T, N,
                         tau_d: tl.float64, inv_tau_d: tl.float64, v_th_d: tl.float64,
                         v_reset_d: tl.float64, half_width_d: tl.float64,
                         HARD: tl.constexpr, DECAY: tl.constexpr, TAU_POW2: tl.constexpr,
                         SAVE: tl.constexpr, STORE_V: tl.constexpr, F64: tl.constexpr,
-                        BLOCK: tl.constexpr):
+                        BLOCK: tl.constexpr, EVEN: tl.constexpr, AHEAD: tl.constexpr):
         ACC = v0_ptr.dtype.element_ty
         tau = tl.full([], tau_d, ACC)
         inv_tau = tl.full([], inv_tau_d, ACC)  # exact when TAU_POW2, unused otherwise
@@ -157,33 +203,84 @@ if triton is not None:
         v_reset = tl.full([], v_reset_d, ACC)
         half_width = tl.full([], half_width_d, ACC)
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < N
-        off = offs.to(tl.int64)  # element offset of row t: t*N + n (64-bit)
-        v = tl.load(v0_ptr + offs, mask=mask, other=0.0)
-        m = tl.zeros([BLOCK], dtype=tl.int32)
-        x_next = tl.load(x_ptr + off, mask=mask, other=0.0)
-        for t in range(0, T):
-            x = x_next.to(ACC)
-            # step t+1, in flight during step t (masks from scalar conditions are built as
-            # `offs < limit`: the interpreter mishandles block & scalar boolean masks)
-            x_next = tl.load(x_ptr + off + N, mask=offs < tl.where(t + 1 < T, N, 0), other=0.0)
-            h = _charge(v, x, tau, inv_tau, v_reset, HARD, DECAY, TAU_POW2, F64)
-            s = _fire(h, v_th)
-            tl.store(s_ptr + off, s.to(s_ptr.dtype.element_ty), mask=mask)
-            if SAVE == 1:
-                tl.store(h_ptr + off, h, mask=mask)
+        mask = _row_mask(offs, N, EVEN)
+        v = _load_row(v0_ptr + offs, mask)
+        x_next = _load_row(x_ptr + offs, mask)
+        x_next2 = x_next
+        if AHEAD == 2:
+            x_next2 = _load_row(x_ptr + tl.where(T > 1, N, 0) + offs, mask)
+        # xa: the row the step loads, min(t + AHEAD, T - 1), so it stops moving at the last row
+        xa = x_ptr + tl.minimum(AHEAD, T - 1).to(tl.int64) * N
+        s_row, h_row, v_row, b_row = s_ptr, h_ptr, v_seq_ptr, bits_ptr
+        t = 0
+        for g in range(0, T // 8):
+            m = tl.zeros([BLOCK], dtype=tl.int32)
+            for j in tl.range(0, 8, loop_unroll_factor=1):
+                v, x_next, x_next2, w = _fwd_step(
+                    xa, s_row, h_row, v_row, offs, mask, v, x_next, x_next2, tau, inv_tau, v_th,
+                    v_reset, half_width, HARD, DECAY, TAU_POW2, SAVE, STORE_V, F64, AHEAD)
+                m = m | tl.where(w, 1 << j, 0)
+                xa += tl.where(t + AHEAD < T - 1, N, 0)
+                s_row += N
+                h_row += N
+                v_row += N
+                t += 1
             if SAVE == 2:
-                bit = t % 8
-                m = m | (_rect_window(h, v_th, half_width).to(tl.int32) << bit)
-                row = tl.cast(t // 8, tl.int64) * N
-                tl.store(bits_ptr + row + offs, m.to(tl.uint8),
-                         mask=offs < tl.where((t % 8 == 7) | (t == T - 1), N, 0))
-                m = tl.where(bit == 7, 0, m)
-            v = _reset(h, s, v_th, v_reset, HARD)
-            if STORE_V:
-                tl.store(v_seq_ptr + off, v, mask=mask)
-            off += N
+                tl.store(b_row + offs, m.to(tl.uint8), mask=mask)
+                b_row += N
+        m = tl.zeros([BLOCK], dtype=tl.int32)
+        for j in range(0, T % 8):
+            v, x_next, x_next2, w = _fwd_step(
+                xa, s_row, h_row, v_row, offs, mask, v, x_next, x_next2, tau, inv_tau, v_th,
+                v_reset, half_width, HARD, DECAY, TAU_POW2, SAVE, STORE_V, F64, AHEAD)
+            m = m | tl.where(w, 1 << j, 0)
+            xa += tl.where(t + AHEAD < T - 1, N, 0)
+            s_row += N
+            h_row += N
+            v_row += N
+            t += 1
+        if SAVE == 2:  # the last, partial byte row (masks from scalar conditions are built as
+            # `offs < limit`: the interpreter mishandles block & scalar boolean masks)
+            tl.store(b_row + offs, m.to(tl.uint8), mask=offs < tl.where(T % 8 != 0, N, 0))
         tl.store(v_last_ptr + offs, v, mask=mask)
+
+    @triton.jit
+    def _shift_in(nxt, row, offs, mask, AHEAD: tl.constexpr):
+        # The backward's stream rotation at step t: returns the rows (t - 1, t - 2) from nxt
+        # (row t - 1 when AHEAD is 2) and a load of row `row` = max(t - AHEAD, 0).
+        if AHEAD == 2:
+            return nxt, _load_row(row + offs, mask)
+        else:
+            return _load_row(row + offs, mask), nxt
+
+    @triton.jit
+    def _bwd_step(gsa, gvsa, ha, gx_row, offs, mask, gv, gs_next, gs_next2, gvs_next, gvs_next2,
+                  h_next, h_next2, bit, tau, inv_tau, v_th, v_reset, alpha,
+                  half_width, atan_scale, HARD: tl.constexpr, DECAY: tl.constexpr,
+                  DETACH: tl.constexpr, TAU_POW2: tl.constexpr, SURR: tl.constexpr,
+                  BITS: tl.constexpr, HAS_GVS: tl.constexpr, F64: tl.constexpr,
+                  AHEAD: tl.constexpr):
+        # Step t, writing row gx_row; the *_next (and *_next2) hold rows t (and t - 1), and the
+        # rows gsa, gvsa, ha = max(t - AHEAD, 0) are loaded now.
+        gs = gs_next.to(gv.dtype)
+        gs_next, gs_next2 = _shift_in(gs_next2, gsa, offs, mask, AHEAD)
+        if HAS_GVS:
+            gv = gv + gvs_next
+            gvs_next, gvs_next2 = _shift_in(gvs_next2, gvsa, offs, mask, AHEAD)
+        if BITS:
+            # Rect + soft reset (the only case saving bits): dV/dH reads neither H nor S
+            sg = tl.where(bit != 0, alpha, 0.0).to(gv.dtype)
+            h = tl.zeros_like(gv)
+            s = h
+        else:
+            h = h_next
+            h_next, h_next2 = _shift_in(h_next2, ha, offs, mask, AHEAD)
+            sg = _surrogate_grad(h, v_th, alpha, half_width, atan_scale, SURR, F64)
+            s = _fire(h, v_th)
+        gx, gv = _backward_step(gs, gv, h, s, sg, tau, inv_tau, v_th, v_reset, HARD, DECAY,
+                                DETACH, TAU_POW2, F64)
+        tl.store(gx_row + offs, gx.to(gx_row.dtype.element_ty), mask=mask)
+        return gv, gs_next, gs_next2, gvs_next, gvs_next2, h_next, h_next2
 
     @triton.jit(do_not_specialize=["T"])
     def _lif_bwd_kernel(gs_ptr, gvs_ptr, gvl_ptr, h_ptr, bits_ptr, gx_ptr, gv0_ptr, T, N,
@@ -193,7 +290,9 @@ if triton is not None:
                         HARD: tl.constexpr, DECAY: tl.constexpr, DETACH: tl.constexpr,
                         TAU_POW2: tl.constexpr, SURR: tl.constexpr, BITS: tl.constexpr,
                         HAS_GVS: tl.constexpr, HAS_GVL: tl.constexpr, F64: tl.constexpr,
-                        BLOCK: tl.constexpr):
+                        BLOCK: tl.constexpr, EVEN: tl.constexpr, AHEAD: tl.constexpr):
+        # Time runs backward: first the T % 8 steps of the partial byte row T // 8 (from the
+        # top), then the full groups T // 8 - 1 .. 0, each from its bit 7 to its bit 0.
         ACC = gv0_ptr.dtype.element_ty
         tau = tl.full([], tau_d, ACC)
         inv_tau = tl.full([], inv_tau_d, ACC)
@@ -203,61 +302,92 @@ if triton is not None:
         half_width = tl.full([], half_width_d, ACC)
         atan_scale = tl.full([], atan_scale_d, ACC)
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < N
-        off = tl.cast(T - 1, tl.int64) * N + offs.to(tl.int64)  # row T-1
+        mask = _row_mask(offs, N, EVEN)
+        top = tl.cast(T - 1, tl.int64) * N  # row T - 1 (64-bit: T*N may pass 2^31)
+        gs_row, gvs_row, h_row, gx_row = gs_ptr + top, gvs_ptr + top, h_ptr + top, gx_ptr + top
+        below = tl.where(T > 1, N, 0)  # row T - 2, or T - 1 again
+        # the rows the step at t loads, max(t - AHEAD, 0): they stop moving at row 0
+        down = tl.minimum(AHEAD, T - 1).to(tl.int64) * N
+        gsa, gvsa, ha = gs_row - down, gvs_row - down, h_row - down
         if HAS_GVL:
-            gv = tl.load(gvl_ptr + offs, mask=mask, other=0.0)
+            gv = _load_row(gvl_ptr + offs, mask)
         else:
             gv = tl.zeros([BLOCK], dtype=ACC)
-        gs_next = tl.load(gs_ptr + off, mask=mask, other=0.0)
+        gs_next = _load_row(gs_row + offs, mask)
+        gs_next2 = gs_next
+        if AHEAD == 2:
+            gs_next2 = _load_row(gs_row - below + offs, mask)
+        gvs_next = tl.zeros([BLOCK], dtype=ACC)
+        gvs_next2 = gvs_next
         if HAS_GVS:
-            gvs_next = tl.load(gvs_ptr + off, mask=mask, other=0.0)
-        else:
-            gvs_next = tl.zeros([BLOCK], dtype=ACC)
+            gvs_next = _load_row(gvs_row + offs, mask)
+            if AHEAD == 2:
+                gvs_next2 = _load_row(gvs_row - below + offs, mask)
+        h_next = tl.zeros([BLOCK], dtype=ACC)
+        h_next2 = h_next
+        if not BITS:
+            h_next = _load_row(h_row + offs, mask)
+            if AHEAD == 2:
+                h_next2 = _load_row(h_row - below + offs, mask)
+        groups = T // 8
+        b_row = bits_ptr + tl.cast(groups, tl.int64) * N
+        m = tl.zeros([BLOCK], dtype=tl.int32)
         if BITS:
-            m = tl.load(bits_ptr + tl.cast((T - 1) // 8, tl.int64) * N + offs, mask=mask,
-                        other=0).to(tl.int32)
-            h_next = tl.zeros([BLOCK], dtype=ACC)
-        else:
-            m = tl.zeros([BLOCK], dtype=tl.int32)
-            h_next = tl.load(h_ptr + off, mask=mask, other=0.0)
-        for i in range(0, T):
-            t = T - 1 - i
-            gs = gs_next.to(ACC)
-            gvs = gvs_next
-            h = h_next
-            prev = offs < tl.where(t > 0, N, 0)  # step t-1 exists: load it now
-            gs_next = tl.load(gs_ptr + off - N, mask=prev, other=0.0)
-            if HAS_GVS:
-                gvs_next = tl.load(gvs_ptr + off - N, mask=prev, other=0.0)
-                gv = gv + gvs
+            m = tl.load(b_row + offs, mask=offs < tl.where(T % 8 != 0, N, 0), other=0)
+            m = m.to(tl.int32)
+        t = T - 1
+        for i in range(0, T % 8):
+            gv, gs_next, gs_next2, gvs_next, gvs_next2, h_next, h_next2 = _bwd_step(
+                gsa, gvsa, ha, gx_row, offs, mask, gv, gs_next, gs_next2, gvs_next, gvs_next2,
+                h_next, h_next2, m & (1 << (T % 8 - 1 - i)), tau, inv_tau,
+                v_th, v_reset, alpha, half_width, atan_scale, HARD, DECAY, DETACH, TAU_POW2,
+                SURR, BITS, HAS_GVS, F64, AHEAD)
+            step = tl.where(t > AHEAD, N, 0)
+            gsa -= step
+            gvsa -= step
+            ha -= step
+            gx_row -= N
+            t -= 1
+        m_next = tl.zeros([BLOCK], dtype=tl.int32)
+        if BITS:  # the next full byte row, one group ahead
+            m_next = tl.load(b_row - N + offs, mask=offs < tl.where(groups > 0, N, 0), other=0)
+            m_next = m_next.to(tl.int32)
+        for g in range(0, groups):
+            b_row -= N
+            m = m_next
             if BITS:
-                # Rect + soft reset (the only case saving bits): dV/dH reads neither H nor S
-                sg = tl.where(((m >> (t % 8)) & 1) != 0, alpha, 0.0)
-                h = tl.zeros([BLOCK], dtype=ACC)
-                s = h
-            else:
-                h_next = tl.load(h_ptr + off - N, mask=prev, other=0.0)
-                sg = _surrogate_grad(h, v_th, alpha, half_width, atan_scale, SURR, F64)
-                s = _fire(h, v_th)
-            gx, gv = _backward_step(gs, gv, h, s, sg, tau, inv_tau, v_th, v_reset, HARD, DECAY,
-                                    DETACH, TAU_POW2, F64)
-            tl.store(gx_ptr + off, gx.to(gx_ptr.dtype.element_ty), mask=mask)
-            if BITS:
-                reload = offs < tl.where((t > 0) & (t % 8 == 0), N, 0)  # previous byte row
-                row = tl.cast(t // 8 - 1, tl.int64) * N
-                m = tl.where(reload,
-                             tl.load(bits_ptr + row + offs, mask=reload, other=0).to(tl.int32), m)
-            off -= N
+                m_next = _load_row(b_row - tl.where(g + 1 < groups, N, 0) + offs, mask)
+                m_next = m_next.to(tl.int32)
+            for k in tl.range(0, 8, loop_unroll_factor=1):
+                gv, gs_next, gs_next2, gvs_next, gvs_next2, h_next, h_next2 = _bwd_step(
+                    gsa, gvsa, ha, gx_row, offs, mask, gv, gs_next, gs_next2, gvs_next, gvs_next2,
+                    h_next, h_next2, m & (1 << (7 - k)), tau, inv_tau,
+                    v_th, v_reset, alpha, half_width, atan_scale, HARD, DECAY, DETACH, TAU_POW2,
+                    SURR, BITS, HAS_GVS, F64, AHEAD)
+                step = tl.where(t > AHEAD, N, 0)
+                gsa -= step
+                gvsa -= step
+                ha -= step
+                gx_row -= N
+                t -= 1
         tl.store(gv0_ptr + offs, gv, mask=mask)
 
 
-def _block(N: int) -> int:
-    return min(MAX_BLOCK, max(64, triton.next_power_of_2(N)))
+def _launch_shape(N: int, storage: torch.dtype):
+    """(BLOCK, num_warps): 4 warps, each thread 16 bytes of a row of the storage dtype (4 fp32,
+    8 bf16 / fp16, 2 fp64), so every row access is one 16-byte load or store per thread and the
+    window-bit bytes share the rows' layout (no shared-memory layout conversion). Small N get a
+    smaller block."""
+    per_thread = max(1, 16 // storage.itemsize)
+    block = min(128 * per_thread, max(32, triton.next_power_of_2(N)))
+    return block, max(1, min(4, block // (32 * per_thread)))
 
 
-def _num_warps(block: int) -> int:
-    return max(1, min(4, block // 256))
+def _ahead(streams: int) -> int:
+    """Rows each input stream keeps in flight: AHEAD when a step loads one row per thread (the
+    forward's x; the backward's grad_s with window bits), else 1 (grad_s + H: two rows ahead
+    would cost too many registers)."""
+    return AHEAD if streams == 1 else 1
 
 
 def _device_of(t: torch.Tensor):
@@ -284,7 +414,7 @@ class TritonLauncher:
                         (v_seq, "v_seq"), (h_saved, "h_saved"), (bits, "bits")):
             _check(t, x, name)
         save = SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
-        block = _block(N)
+        block, warps = _launch_shape(N, x.dtype)
         # Absent outputs: any valid pointer of the right dtype (never touched: constexpr off).
         with _device_of(x):
             _lif_fwd_kernel[(triton.cdiv(N, block),)](
@@ -294,7 +424,8 @@ class TritonLauncher:
                 float(cfg.half_width), HARD=bool(cfg.hard_reset), DECAY=bool(cfg.decay_input),
                 TAU_POW2=tau_is_pow2(cfg.tau, v0.dtype), SAVE=save, STORE_V=v_seq is not None,
                 F64=v0.dtype == torch.float64,
-                BLOCK=block, num_warps=_num_warps(block), enable_fp_fusion=False)
+                BLOCK=block, EVEN=N % block == 0, AHEAD=_ahead(1), num_warps=warps,
+                enable_fp_fusion=False)
 
     def backward(self, grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0,
                  cfg: LIFConfig):
@@ -309,7 +440,8 @@ class TritonLauncher:
                         (grad_v_last, "grad_v_last"), (h_saved, "h_saved"), (bits, "bits"),
                         (grad_x, "grad_x"), (grad_v0, "grad_v0")):
             _check(t, grad_s, name)
-        block = _block(N)
+        block, warps = _launch_shape(N, grad_s.dtype)
+        ahead = _ahead(1 + (not use_bits) + (grad_v_seq is not None))  # grad_s (+ H) (+ gvs)
         with _device_of(grad_s):
             _lif_bwd_kernel[(triton.cdiv(N, block),)](
                 grad_s, grad_v0 if grad_v_seq is None else grad_v_seq,
@@ -323,7 +455,8 @@ class TritonLauncher:
                 SURR=0 if use_bits else int(cfg.surrogate_id),
                 BITS=use_bits, HAS_GVS=grad_v_seq is not None,
                 HAS_GVL=grad_v_last is not None, F64=grad_v0.dtype == torch.float64,
-                BLOCK=block, num_warps=_num_warps(block), enable_fp_fusion=False)
+                BLOCK=block, EVEN=N % block == 0, AHEAD=ahead, num_warps=warps,
+                enable_fp_fusion=False)
 
 
 _launcher = None
