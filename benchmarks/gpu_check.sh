@@ -130,6 +130,8 @@ for f in re.split(r"\n\s*Function : ", text)[1:]:
     print(name[:110], dict(sorted(acc.items())))'
   # instructions per neuron and step of the hot loops, against this device's issue rate
   "$PY" "$REPO/benchmarks/sass_report.py" --object "$so"
+  # the same for the Triton kernels, as this machine's Triton compiles them
+  "$PY" "$REPO/benchmarks/sass_report.py" --triton
 }
 
 phase_memcheck() {

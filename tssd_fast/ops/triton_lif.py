@@ -166,12 +166,13 @@ if triton is not None:
             return tl.load(ptr, mask=mask, other=0.0)
 
     @triton.jit
-    def _fwd_step(xa, s_row, h_row, v_row, offs, mask, v, x_next, x_next2, tau, inv_tau, v_th,
-                  v_reset, half_width, HARD: tl.constexpr, DECAY: tl.constexpr,
+    def _fwd_step(t, T, N, bit, xa, s_row, h_row, v_row, offs, mask, v, m, x_next, x_next2, tau,
+                  inv_tau, v_th, v_reset, half_width, HARD: tl.constexpr, DECAY: tl.constexpr,
                   TAU_POW2: tl.constexpr, SAVE: tl.constexpr, STORE_V: tl.constexpr,
                   F64: tl.constexpr, AHEAD: tl.constexpr):
         # Step t at rows s_row, ...; x_next (and x_next2) hold x rows t (and t + 1), and row
-        # xa = min(t + AHEAD, T - 1) is loaded now.
+        # xa = min(t + AHEAD, T - 1) is loaded now. Ors the window bit into bit `bit` of m and
+        # returns the state, the rows in flight and the row pointers of step t + 1.
         x = x_next.to(v.dtype)
         if AHEAD == 2:
             x_next = x_next2
@@ -183,11 +184,13 @@ if triton is not None:
         tl.store(s_row + offs, s.to(s_row.dtype.element_ty), mask=mask)
         if SAVE == 1:
             tl.store(h_row + offs, h, mask=mask)
-        w = _rect_window(h, v_th, half_width)  # unused (and dropped) unless bits
+        if SAVE == 2:
+            m = m | tl.where(_rect_window(h, v_th, half_width), 1 << bit, 0)
         v = _reset(h, s, v_th, v_reset, HARD)
         if STORE_V:
             tl.store(v_row + offs, v, mask=mask)
-        return v, x_next, x_next2, w
+        xa += tl.where(t + AHEAD < T - 1, N, 0)
+        return v, m, x_next, x_next2, xa, s_row + N, h_row + N, v_row + N
 
     @triton.jit(do_not_specialize=["T"])
     def _lif_fwd_kernel(x_ptr, v0_ptr, s_ptr, v_last_ptr, v_seq_ptr, h_ptr, bits_ptr, T, N,
@@ -216,28 +219,20 @@ if triton is not None:
         for g in range(0, T // 8):
             m = tl.zeros([BLOCK], dtype=tl.int32)
             for j in tl.range(0, 8, loop_unroll_factor=1):
-                v, x_next, x_next2, w = _fwd_step(
-                    xa, s_row, h_row, v_row, offs, mask, v, x_next, x_next2, tau, inv_tau, v_th,
-                    v_reset, half_width, HARD, DECAY, TAU_POW2, SAVE, STORE_V, F64, AHEAD)
-                m = m | tl.where(w, 1 << j, 0)
-                xa += tl.where(t + AHEAD < T - 1, N, 0)
-                s_row += N
-                h_row += N
-                v_row += N
+                v, m, x_next, x_next2, xa, s_row, h_row, v_row = _fwd_step(
+                    t, T, N, j, xa, s_row, h_row, v_row, offs, mask, v, m, x_next, x_next2, tau,
+                    inv_tau, v_th, v_reset, half_width, HARD, DECAY, TAU_POW2, SAVE, STORE_V, F64,
+                    AHEAD)
                 t += 1
             if SAVE == 2:
                 tl.store(b_row + offs, m.to(tl.uint8), mask=mask)
                 b_row += N
         m = tl.zeros([BLOCK], dtype=tl.int32)
         for j in range(0, T % 8):
-            v, x_next, x_next2, w = _fwd_step(
-                xa, s_row, h_row, v_row, offs, mask, v, x_next, x_next2, tau, inv_tau, v_th,
-                v_reset, half_width, HARD, DECAY, TAU_POW2, SAVE, STORE_V, F64, AHEAD)
-            m = m | tl.where(w, 1 << j, 0)
-            xa += tl.where(t + AHEAD < T - 1, N, 0)
-            s_row += N
-            h_row += N
-            v_row += N
+            v, m, x_next, x_next2, xa, s_row, h_row, v_row = _fwd_step(
+                t, T, N, j, xa, s_row, h_row, v_row, offs, mask, v, m, x_next, x_next2, tau,
+                inv_tau, v_th, v_reset, half_width, HARD, DECAY, TAU_POW2, SAVE, STORE_V, F64,
+                AHEAD)
             t += 1
         if SAVE == 2:  # the last, partial byte row (masks from scalar conditions are built as
             # `offs < limit`: the interpreter mishandles block & scalar boolean masks)
@@ -254,14 +249,15 @@ if triton is not None:
             return _load_row(row + offs, mask), nxt
 
     @triton.jit
-    def _bwd_step(gsa, gvsa, ha, gx_row, offs, mask, gv, gs_next, gs_next2, gvs_next, gvs_next2,
-                  h_next, h_next2, bit, tau, inv_tau, v_th, v_reset, alpha,
+    def _bwd_step(t, N, gsa, gvsa, ha, gx_row, offs, mask, gv, gs_next, gs_next2, gvs_next,
+                  gvs_next2, h_next, h_next2, bit, tau, inv_tau, v_th, v_reset, alpha,
                   half_width, atan_scale, HARD: tl.constexpr, DECAY: tl.constexpr,
                   DETACH: tl.constexpr, TAU_POW2: tl.constexpr, SURR: tl.constexpr,
                   BITS: tl.constexpr, HAS_GVS: tl.constexpr, F64: tl.constexpr,
                   AHEAD: tl.constexpr):
         # Step t, writing row gx_row; the *_next (and *_next2) hold rows t (and t - 1), and the
-        # rows gsa, gvsa, ha = max(t - AHEAD, 0) are loaded now.
+        # rows gsa, gvsa, ha = max(t - AHEAD, 0) are loaded now. Returns dL/dV[t-1], the rows
+        # in flight and the row pointers of step t - 1.
         gs = gs_next.to(gv.dtype)
         gs_next, gs_next2 = _shift_in(gs_next2, gsa, offs, mask, AHEAD)
         if HAS_GVS:
@@ -280,7 +276,9 @@ if triton is not None:
         gx, gv = _backward_step(gs, gv, h, s, sg, tau, inv_tau, v_th, v_reset, HARD, DECAY,
                                 DETACH, TAU_POW2, F64)
         tl.store(gx_row + offs, gx.to(gx_row.dtype.element_ty), mask=mask)
-        return gv, gs_next, gs_next2, gvs_next, gvs_next2, h_next, h_next2
+        down = tl.where(t > AHEAD, N, 0)
+        return (gv, gs_next, gs_next2, gvs_next, gvs_next2, h_next, h_next2, gsa - down,
+                gvsa - down, ha - down, gx_row - N)
 
     @triton.jit(do_not_specialize=["T"])
     def _lif_bwd_kernel(gs_ptr, gvs_ptr, gvl_ptr, h_ptr, bits_ptr, gx_ptr, gv0_ptr, T, N,
@@ -337,16 +335,12 @@ if triton is not None:
             m = m.to(tl.int32)
         t = T - 1
         for i in range(0, T % 8):
-            gv, gs_next, gs_next2, gvs_next, gvs_next2, h_next, h_next2 = _bwd_step(
-                gsa, gvsa, ha, gx_row, offs, mask, gv, gs_next, gs_next2, gvs_next, gvs_next2,
-                h_next, h_next2, m & (1 << (T % 8 - 1 - i)), tau, inv_tau,
-                v_th, v_reset, alpha, half_width, atan_scale, HARD, DECAY, DETACH, TAU_POW2,
-                SURR, BITS, HAS_GVS, F64, AHEAD)
-            step = tl.where(t > AHEAD, N, 0)
-            gsa -= step
-            gvsa -= step
-            ha -= step
-            gx_row -= N
+            (gv, gs_next, gs_next2, gvs_next, gvs_next2, h_next, h_next2, gsa, gvsa, ha,
+             gx_row) = _bwd_step(
+                t, N, gsa, gvsa, ha, gx_row, offs, mask, gv, gs_next, gs_next2, gvs_next,
+                gvs_next2, h_next, h_next2, m & (1 << (T % 8 - 1 - i)), tau, inv_tau, v_th,
+                v_reset, alpha, half_width, atan_scale, HARD, DECAY, DETACH, TAU_POW2, SURR,
+                BITS, HAS_GVS, F64, AHEAD)
             t -= 1
         m_next = tl.zeros([BLOCK], dtype=tl.int32)
         if BITS:  # the next full byte row, one group ahead
@@ -359,16 +353,12 @@ if triton is not None:
                 m_next = _load_row(b_row - tl.where(g + 1 < groups, N, 0) + offs, mask)
                 m_next = m_next.to(tl.int32)
             for k in tl.range(0, 8, loop_unroll_factor=1):
-                gv, gs_next, gs_next2, gvs_next, gvs_next2, h_next, h_next2 = _bwd_step(
-                    gsa, gvsa, ha, gx_row, offs, mask, gv, gs_next, gs_next2, gvs_next, gvs_next2,
-                    h_next, h_next2, m & (1 << (7 - k)), tau, inv_tau,
-                    v_th, v_reset, alpha, half_width, atan_scale, HARD, DECAY, DETACH, TAU_POW2,
-                    SURR, BITS, HAS_GVS, F64, AHEAD)
-                step = tl.where(t > AHEAD, N, 0)
-                gsa -= step
-                gvsa -= step
-                ha -= step
-                gx_row -= N
+                (gv, gs_next, gs_next2, gvs_next, gvs_next2, h_next, h_next2, gsa, gvsa, ha,
+                 gx_row) = _bwd_step(
+                    t, N, gsa, gvsa, ha, gx_row, offs, mask, gv, gs_next, gs_next2, gvs_next,
+                    gvs_next2, h_next, h_next2, m & (1 << (7 - k)), tau, inv_tau, v_th, v_reset,
+                    alpha, half_width, atan_scale, HARD, DECAY, DETACH, TAU_POW2, SURR, BITS,
+                    HAS_GVS, F64, AHEAD)
                 t -= 1
         tl.store(gv0_ptr + offs, gv, mask=mask)
 
