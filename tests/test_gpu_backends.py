@@ -91,7 +91,8 @@ def test_other_tau_threshold_fp32(backend, n):
 
 # N a multiple of 8 and aligned: the 16-byte kernels, whose flags are fixed at compile time (one
 # kernel per combination; tau 2 multiplies by 1/tau, tau 1.7 divides). The odd N elsewhere in
-# this file take the VEC=1 kernel. T = 17: two full window-bit bytes and a partial one.
+# this file take the VEC=1 kernel. T = 17: two full window-bit bytes and a partial one. N = 2048
+# fills every Triton program (its unmasked EVEN kernels); T = 16 has no partial byte.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("n", all_neurons()[::2] + all_neurons(tau=1.7, v_threshold=0.6)[1::4],
                          ids=str)
@@ -99,6 +100,7 @@ def test_sixteen_byte_kernels(backend, dtype, n):
     if dtype not in registry.info(backend).dtypes:
         pytest.skip(f"{backend} does not list {dtype}")
     run_and_check(backend, n, (17, 2056), dtype)
+    run_and_check(backend, n, (16, 2048), dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
