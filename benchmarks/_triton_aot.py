@@ -52,8 +52,8 @@ def compile_kernel(direction: str, storage: torch.dtype, constexprs: Dict, n: in
     const.update(constexprs)
     const.update(overrides)
     if "AHEAD" not in const and module is None:  # as the launcher picks it
-        streams = 1 if direction == "forward" else (1 + (not const["BITS"]) + const["HAS_GVS"])
-        const["AHEAD"] = L._ahead(streams)
+        const["AHEAD"] = L._ahead(direction == "forward", const.get("BITS", False),
+                                  const.get("HAS_GVS", False))
     const = {k: v for k, v in const.items() if k in fn.arg_names}
     sig = {}
     for name in fn.arg_names:

@@ -143,11 +143,10 @@ if triton is not None:
             gx = gh
         return gx, gv_prev
 
-    # The time loops run T // 8 groups of 8 steps with the step unrolled (a window bit's
-    # position is then a constant and its byte is stored once per group), and a loop over the
-    # T % 8 remaining steps. Row pointers are scalars moved by N per step; `offs` stays int32.
-    # The next row is always loaded: at the last step the same row again (a cache hit), so no
-    # step computes a mask.
+    # The time loops run T // 8 groups of 8 steps (a window-bit byte is stored or loaded once
+    # per group), then the T % 8 remaining steps. Row pointers are scalars moved by N per step;
+    # `offs` stays int32. A step always loads the row AHEAD rows on, clamped to the last (or
+    # first) row, so no step computes a mask and no load leaves the tensor.
 
     @triton.jit
     def _row_mask(offs, N, EVEN: tl.constexpr):
@@ -164,6 +163,15 @@ if triton is not None:
             return tl.load(ptr)
         else:
             return tl.load(ptr, mask=mask, other=0.0)
+
+    @triton.jit
+    def _first_rows(row, row2, offs, mask, AHEAD: tl.constexpr):
+        # The rows in flight when the time loop starts: row, and row2 too when AHEAD is 2.
+        first = _load_row(row + offs, mask)
+        second = first
+        if AHEAD == 2:
+            second = _load_row(row2 + offs, mask)
+        return first, second
 
     @triton.jit
     def _fwd_step(t, T, N, bit, xa, s_row, h_row, v_row, offs, mask, v, m, x_next, x_next2, tau,
@@ -208,10 +216,7 @@ if triton is not None:
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = _row_mask(offs, N, EVEN)
         v = _load_row(v0_ptr + offs, mask)
-        x_next = _load_row(x_ptr + offs, mask)
-        x_next2 = x_next
-        if AHEAD == 2:
-            x_next2 = _load_row(x_ptr + tl.where(T > 1, N, 0) + offs, mask)
+        x_next, x_next2 = _first_rows(x_ptr, x_ptr + tl.where(T > 1, N, 0), offs, mask, AHEAD)
         # xa: the row the step loads, min(t + AHEAD, T - 1), so it stops moving at the last row
         xa = x_ptr + tl.minimum(AHEAD, T - 1).to(tl.int64) * N
         s_row, h_row, v_row, b_row = s_ptr, h_ptr, v_seq_ptr, bits_ptr
@@ -311,22 +316,15 @@ if triton is not None:
             gv = _load_row(gvl_ptr + offs, mask)
         else:
             gv = tl.zeros([BLOCK], dtype=ACC)
-        gs_next = _load_row(gs_row + offs, mask)
-        gs_next2 = gs_next
-        if AHEAD == 2:
-            gs_next2 = _load_row(gs_row - below + offs, mask)
+        gs_next, gs_next2 = _first_rows(gs_row, gs_row - below, offs, mask, AHEAD)
         gvs_next = tl.zeros([BLOCK], dtype=ACC)
         gvs_next2 = gvs_next
         if HAS_GVS:
-            gvs_next = _load_row(gvs_row + offs, mask)
-            if AHEAD == 2:
-                gvs_next2 = _load_row(gvs_row - below + offs, mask)
+            gvs_next, gvs_next2 = _first_rows(gvs_row, gvs_row - below, offs, mask, AHEAD)
         h_next = tl.zeros([BLOCK], dtype=ACC)
         h_next2 = h_next
         if not BITS:
-            h_next = _load_row(h_row + offs, mask)
-            if AHEAD == 2:
-                h_next2 = _load_row(h_row - below + offs, mask)
+            h_next, h_next2 = _first_rows(h_row, h_row - below, offs, mask, AHEAD)
         groups = T // 8
         b_row = bits_ptr + tl.cast(groups, tl.int64) * N
         m = tl.zeros([BLOCK], dtype=tl.int32)
@@ -373,11 +371,11 @@ def _launch_shape(N: int, storage: torch.dtype):
     return block, max(1, min(4, block // (32 * per_thread)))
 
 
-def _ahead(streams: int) -> int:
+def _ahead(forward: bool, bits: bool = False, has_gvs: bool = False) -> int:
     """Rows each input stream keeps in flight: AHEAD when a step loads one row per thread (the
-    forward's x; the backward's grad_s with window bits), else 1 (grad_s + H: two rows ahead
-    would cost too many registers)."""
-    return AHEAD if streams == 1 else 1
+    forward's x; the backward's grad_s with window bits and no grad_v_seq), else 1 (grad_s + H
+    or + grad_v_seq: two rows ahead would cost too many registers)."""
+    return AHEAD if forward or (bits and not has_gvs) else 1
 
 
 def _device_of(t: torch.Tensor):
@@ -414,7 +412,7 @@ class TritonLauncher:
                 float(cfg.half_width), HARD=bool(cfg.hard_reset), DECAY=bool(cfg.decay_input),
                 TAU_POW2=tau_is_pow2(cfg.tau, v0.dtype), SAVE=save, STORE_V=v_seq is not None,
                 F64=v0.dtype == torch.float64,
-                BLOCK=block, EVEN=N % block == 0, AHEAD=_ahead(1), num_warps=warps,
+                BLOCK=block, EVEN=N % block == 0, AHEAD=_ahead(True), num_warps=warps,
                 enable_fp_fusion=False)
 
     def backward(self, grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0,
@@ -431,7 +429,6 @@ class TritonLauncher:
                         (grad_x, "grad_x"), (grad_v0, "grad_v0")):
             _check(t, grad_s, name)
         block, warps = _launch_shape(N, grad_s.dtype)
-        ahead = _ahead(1 + (not use_bits) + (grad_v_seq is not None))  # grad_s (+ H) (+ gvs)
         with _device_of(grad_s):
             _lif_bwd_kernel[(triton.cdiv(N, block),)](
                 grad_s, grad_v0 if grad_v_seq is None else grad_v_seq,
@@ -445,7 +442,8 @@ class TritonLauncher:
                 SURR=0 if use_bits else int(cfg.surrogate_id),
                 BITS=use_bits, HAS_GVS=grad_v_seq is not None,
                 HAS_GVL=grad_v_last is not None, F64=grad_v0.dtype == torch.float64,
-                BLOCK=block, EVEN=N % block == 0, AHEAD=ahead, num_warps=warps,
+                BLOCK=block, EVEN=N % block == 0,
+                AHEAD=_ahead(False, use_bits, grad_v_seq is not None), num_warps=warps,
                 enable_fp_fusion=False)
 
 

@@ -25,8 +25,7 @@ def main(commit: str = "70e268c") -> int:
         spec = importlib.util.spec_from_file_location("old_triton_lif", path)
         old = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(old)  # triton.jit reads the source file: keep it until done
-        args = sass_report.main.__defaults__  # noqa: F841 (same device model as the report)
-        ns = type("Args", (), dict(sms=132, clock_ghz=1.98, copy_tbps=4.21))
+        ns = type("Args", (), dict(sms=132, clock_ghz=1.98, copy_tbps=4.21))  # the H200 run
         table, budget = sass_report.triton_rows(ns, module=old, num_warps=4, BLOCK=1024)
         return sass_report.print_table(table, budget, ns, f"Triton ({commit})")
 
