@@ -45,8 +45,8 @@ def compile_kernel(direction: str, storage: torch.dtype, constexprs: Dict, n: in
     else:
         block, warps = overrides["BLOCK"], num_warps
     const = dict(BLOCK=block, EVEN=n % block == 0, F64=acc == torch.float64)
-    if direction == "forward":
-        const.update(STORE_V=False)
+    if direction == "forward":  # a fresh neuron (the state a scalar), as after reset()
+        const.update(STORE_V=False, HAS_V0=False)
     else:
         const.update(HAS_GVS=False, HAS_GVL=False)
     const.update(constexprs)

@@ -99,7 +99,7 @@ phase_test() {
     xdist=(-n "${PYTEST_WORKERS:-8}")
   fi
   # shellcheck disable=SC2086
-  TSSD_FAST_REQUIRE_GPU_BACKENDS=cuda,triton,cupy \
+  TSSD_FAST_REQUIRE_GPU_BACKENDS=cuda,triton,cupy TSSD_FAST_TRITON_LAUNCH_CHECK=1 \
     "$PY" -m pytest -p no:cacheprovider "${xdist[@]}" -rfEs --durations=15 -q ${GPU_CHECK_TESTS:-tests}
 }
 

@@ -6,12 +6,21 @@ torch.sigmoid in the same run.
     python benchmarks/op_overhead.py --device cpu     # CPU, input [2, 64], one thread
     python benchmarks/op_overhead.py --device cuda    # host cost on the GPU path (synchronised
                                                       # once per batch of calls)
+    python benchmarks/op_overhead.py --triton-host    # no GPU needed: the triton backend's host
+                                                      # path, Triton's launch included
+
+--triton-host (CPU only) runs Triton's real launch path against a stand-in CUDA driver whose
+kernels record their arguments instead of running (benchmarks/_triton_fake_driver.py): the
+triton rows then time everything a GPU call costs on the host up to Triton's C launcher (no
+kernel runs; outputs are garbage), once with tssd_fast's direct launch of the cached kernel and
+once with every launch through Triton's JITFunction.run.
 
 Each provider is timed in batches of --calls calls (perf_counter around the batch; on CUDA one
 synchronize at the end of the batch, so a call's host cost, not its kernel, is what is timed when
 kernels are tiny); batches of all providers are interleaved in --rounds rounds, and the median
 and 20th / 80th percentiles of the per-call time over rounds are reported.
 """
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +42,22 @@ def _timer(fn, device, calls: int):
     return batch
 
 
-def cases(device, shape, dtype, cfg, with_compile: bool):
+def _jit_launched(fn):
+    """fn with every Triton launch through JITFunction.run (tssd_fast's direct launch off)."""
+    from tssd_fast.ops import triton_lif
+    if not hasattr(triton_lif, "_DIRECT"):  # a tssd_fast without the direct launch
+        return fn
+
+    def run():
+        triton_lif._DIRECT, direct = False, triton_lif._DIRECT
+        try:
+            fn()
+        finally:
+            triton_lif._DIRECT = direct
+    return run
+
+
+def cases(device, shape, dtype, cfg, with_compile: bool, triton_host: bool = False):
     """name -> (forward fn, forward+backward fn) for every provider that runs here."""
     x = torch.randn(shape, device=device, dtype=dtype) * 1.5
     xg = x.clone().requires_grad_()
@@ -41,6 +65,8 @@ def cases(device, shape, dtype, cfg, with_compile: bool):
                              lambda: torch.sigmoid(xg).sum().backward())}
     skipped = {}
     for p in all_providers(device):
+        if triton_host and p.name != "triton":
+            continue
         if p.kind == "compile" and not with_compile:
             skipped[p.name] = "torch.compile: pass --compile"
             continue
@@ -62,6 +88,12 @@ def cases(device, shape, dtype, cfg, with_compile: bool):
             run(xg)[0].sum().backward()
 
         out[p.name] = (fwd, fwd_bwd)
+        if triton_host and p.name == "triton":
+            out["triton (JITFunction.run)"] = (_jit_launched(fwd), _jit_launched(fwd_bwd))
+    if triton_host:  # the C++ op on the same machine, for scale (it runs its CPU kernel)
+        out.update(cases(device, shape, dtype, cfg, False)[0])
+        out = {k: out[k] for k in ("torch.sigmoid", "triton", "triton (JITFunction.run)", "cpp")
+               if k in out}
     return out, skipped
 
 
@@ -77,18 +109,31 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=200, help="calls per timed batch")
     ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
     ap.add_argument("--compile", action="store_true", help="also torch.compile of the reference")
+    ap.add_argument("--triton-host", action="store_true",
+                    help="CPU only: the triton backend's host path with Triton's real launch "
+                         "against a stand-in CUDA driver (no kernel runs; see above)")
     args = ap.parse_args(argv)
+    if args.triton_host:
+        if args.device not in ("cpu", "auto") or os.environ.get("TRITON_INTERPRET") == "1":
+            ap.error("--triton-host runs on CPU, without TRITON_INTERPRET=1")
+        import _triton_fake_driver
+        _triton_fake_driver.install()
+        _triton_fake_driver.cpu_as_cuda()
+        args.device = "cpu"
     device = harness.resolve_device(args.device)
     torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
              "fp64": torch.float64}[args.dtype]
     shape = tuple(int(s) for s in args.shape.split(","))
     cfg = neuron_config(args.neuron)
-    fns, skipped = cases(device, shape, dtype, cfg, args.compile)
+    fns, skipped = cases(device, shape, dtype, cfg, args.compile, args.triton_host)
     env = harness.environment(device)
     print(harness.environment_header(env))
     print(f"input {list(shape)} {args.dtype}, neuron {cfg.describe()}, {args.threads} thread(s), "
           f"{args.calls} calls x {args.rounds} rounds", flush=True)
+    if args.triton_host:
+        print("triton rows: Triton's launch path against a stand-in CUDA driver (sm_90), no "
+              "kernel run: host cost only")
     samples = {(n, m): [] for n in fns for m in (0, 1)}
     timers = {(n, m): _timer(fns[n][m], device, args.calls) for n in fns for m in (0, 1)}
     for t in timers.values():  # warm-up

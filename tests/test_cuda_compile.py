@@ -149,6 +149,43 @@ def test_nvrtc_sources_compile_with_nvcc(tmp_path):
             fwd8 = _entry_body(ptx, cupy_lif.fwd_kernel_name(8, cupy_lif.SAVE_BITS))
             assert re.search(r"ld\.global\.nc\.v4\.[ub]32", fwd8), key
             assert re.search(r"st\.global\.v4\.[ub]32", fwd8), key
+        _check_launch_arguments(ptx, key)
+
+
+_PTX_TYPES = {"uint64": "u64", "int64": "u64", "float32": "f32", "float64": "f64"}
+
+
+def _params(ptx: str, name: str):
+    head = _entry_body(ptx, name).split(")", 1)[0]
+    return re.findall(r"\.param \.(\w+) " + name + r"_param_\d+", head)
+
+
+def _check_launch_arguments(ptx: str, key):
+    """The CuPy launcher's argument tuples (built on CPU tensors) match the entry points'
+    parameters one by one: count and type (pointers and T, N 64-bit, scalars in the compute
+    type, the forward's v_init last)."""
+    dtype = getattr(torch, key[0])
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    cfg = LIFConfig(2.0, 1.0, None, False, 0, 1.0, False)
+    T, N = 3, 64
+    x, s, gx = (torch.zeros(T, N, dtype=dtype) for _ in range(3))
+    v0, vl, gv0 = (torch.zeros(N, dtype=acc) for _ in range(3))
+    h = torch.zeros(T, N, dtype=acc)
+    bits = torch.zeros(1, N, dtype=torch.uint8)
+    launches = (cupy_lif.forward_launch(x, v0, s, vl, None, h, None, cfg, 0.5),
+                cupy_lif.forward_launch(x, None, s, vl, h, None, bits, cfg, 0.5),
+                cupy_lif.backward_launch(x, h, v0, h, None, gx, gv0, cfg),
+                cupy_lif.backward_launch(x, None, None, None, bits, gx, gv0, cfg))
+    checked = 0
+    for name, vec, args in launches:
+        if name in cupy_lif.kernel_names(key):  # the bits entries exist for Rect + soft reset
+            got = [_PTX_TYPES[type(a).__name__] for a in args]
+            assert _params(ptx, name) == got, (key, name)
+            checked += 1
+    assert checked >= 3, key
+    # the forward's v0 pointer (null: start at v_init) and v_init, last
+    assert [int(launches[i][2][1]) for i in (0, 1)] == [v0.data_ptr(), 0]
+    assert [float(launches[i][2][-1]) for i in (0, 1)] == [0.5, 0.5]
 
 
 def _find_libnvrtc():

@@ -373,7 +373,8 @@ __device__ __forceinline__ void lif_backward_body(
 // scalars are kernel arguments, rounded to the compute type on the host exactly as
 // make_lif_params does. Kernel names:
 //   lif_fwd_v{VEC}_s{SAVE}(x, v0, spikes, v_last, v_seq, h_saved, bits, T, N,
-//                          tau, inv_tau, v_threshold, v_reset, alpha, half_width, atan_scale)
+//                          tau, inv_tau, v_threshold, v_reset, alpha, half_width, atan_scale,
+//                          v_init)   (v0 null: every neuron starts at v_init)
 //   lif_bwd_v{VEC}_b{BITS}(grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0, T, N,
 //                          tau, inv_tau, v_threshold, v_reset, alpha, half_width, atan_scale)
 // ---------------------------------------------------------------------------------------------
@@ -405,9 +406,9 @@ __device__ __forceinline__ LIFNvrtcParams lif_nvrtc_params(
           LIF_STORAGE_T* __restrict__ spikes, LIF_ACC_T* __restrict__ v_last,                  \
           LIF_ACC_T* __restrict__ v_seq, LIF_ACC_T* __restrict__ h_saved,                      \
           tssd_fast::cuda::lif_u8* __restrict__ bits, tssd_fast::cuda::lif_i64 T,              \
-          tssd_fast::cuda::lif_i64 N, LIF_NVRTC_SCALAR_ARGS) {                                 \
+          tssd_fast::cuda::lif_i64 N, LIF_NVRTC_SCALAR_ARGS, LIF_ACC_T v_init) {               \
     tssd_fast::cuda::lif_forward_body<LIF_STORAGE_T, LIF_ACC_T, VEC, SAVE>(                    \
-        x, v0, LIF_ACC_T(0), spikes, v_last, v_seq, h_saved, bits, T, N, LIF_NVRTC_PARAMS);    \
+        x, v0, v_init, spikes, v_last, v_seq, h_saved, bits, T, N, LIF_NVRTC_PARAMS);          \
   }
 
 #define LIF_NVRTC_BWD(VEC, BITS)                                                               \

@@ -5,6 +5,7 @@ takes them (four floats and an int of flags, csrc/lif_host.h), so no caller re-d
 flag or a scalar. `memory_order` is the layout rule of the op (the same as memory_order in
 csrc/lif_host.h), used by the fake implementation and the Python-launcher op.
 """
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class LIFConfig:
     @property
     def saves_window_bits(self) -> bool:
         """Rect + soft reset: backward needs only the window bit, not H."""
-        return self.surrogate_id == 0 and not self.hard_reset
+        return window_bits_saved(self.flags())
 
     @property
     def half_width(self) -> float:
@@ -95,6 +96,20 @@ class LIFConfig:
                     v_threshold=float(self.v_threshold), v_reset=self.v_reset,
                     surrogate_function=cls(alpha=float(self.alpha)),
                     detach_reset=bool(self.detach_reset))
+
+
+def window_bits_saved(flags: int) -> bool:
+    """Whether a neuron with the op's `flags` saves the Rect window bits for backward (Rect +
+    soft reset: backward needs only the window bit, not H)."""
+    return (flags >> SURROGATE_SHIFT) & 3 == 0 and not flags & FLAG_HARD_RESET
+
+
+@functools.lru_cache(maxsize=256)
+def config(tau: float, v_threshold: float, v_reset: float, alpha: float,
+           flags: int) -> LIFConfig:
+    """LIFConfig.from_op_args, memoised: the Python-launcher op rebuilds the neuron's record
+    from the op's arguments on every call (the record is frozen, so one can be shared)."""
+    return LIFConfig.from_op_args(tau, v_threshold, v_reset, alpha, flags)
 
 
 def tau_is_pow2(tau: float, acc_dtype: torch.dtype) -> bool:

@@ -20,6 +20,7 @@ H - v_threshold is subnormal.
 
 Everything above the `launcher()` section is pure Python (no CuPy, no GPU) and is tested on CPU.
 """
+import functools
 import hashlib
 import os
 import re
@@ -65,8 +66,10 @@ def math_flags(cfg: LIFConfig, dtype: torch.dtype) -> int:
         (8 if tau_is_pow2(cfg.tau, acc) else 0)
 
 
+@functools.lru_cache(maxsize=256)
 def config_key(cfg: LIFConfig, dtype: torch.dtype) -> Tuple:
-    """What a compiled module depends on: the storage dtype, the math flags and the surrogate."""
+    """What a compiled module depends on: the storage dtype, the math flags and the surrogate
+    (memoised: every launch asks)."""
     if dtype not in _KERNEL_TYPES:
         raise TypeError(f"tssd_fast cupy backend: unsupported dtype {dtype}")
     return (str(dtype).replace("torch.", ""), math_flags(cfg, dtype), int(cfg.surrogate_id))
@@ -318,6 +321,58 @@ def _check(t: Optional[torch.Tensor], like: torch.Tensor, name: str, dtype=None,
                            f"expected {numel}")
 
 
+def forward_launch(x, v0, spikes, v_last, v_seq, h_saved, bits, cfg: LIFConfig,
+                   v_init: float = 0.0) -> Tuple[str, int, Tuple]:
+    """(kernel name, vector width, argument tuple) of a forward launch, in the order of the
+    entry point's parameters (csrc/cuda/lif_kernels.cuh, NVRTC entry points); v0 None starts
+    every neuron at v_init. Checks every tensor. Pure: tested on CPU tensors."""
+    import numpy as np
+    T, N = x.shape
+    acc = v_last.dtype
+    _check(x, x, "x")
+    for t, n, d, k in ((v0, "v0", acc, N), (spikes, "spikes", x.dtype, T * N),
+                       (v_last, "v_last", acc, N), (v_seq, "v_seq", acc, T * N),
+                       (h_saved, "h_saved", acc, T * N),
+                       (bits, "bits", torch.uint8, window_rows(T) * N)):
+        _check(t, x, n, d, k)
+    es, ea = x.element_size(), v_last.element_size()
+    vec = pick_vec(N, [(_ptr(x), es), (_ptr(spikes), es), (_ptr(v0), ea), (_ptr(v_last), ea),
+                       (_ptr(v_seq), ea), (_ptr(h_saved), ea), (_ptr(bits), 1)], vecs(x.dtype))
+    save = SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
+    args = tuple(np.uint64(_ptr(t)) for t in (x, v0, spikes, v_last, v_seq, h_saved, bits))
+    f = np.float64 if acc == torch.float64 else np.float32
+    args += (np.int64(T), np.int64(N)) + scalar_args(cfg, acc) + (f(v_init),)
+    return fwd_kernel_name(vec, save), vec, args
+
+
+def backward_launch(grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0,
+                    cfg: LIFConfig) -> Tuple[str, int, Tuple]:
+    """(kernel name, vector width, argument tuple) of a backward launch, as forward_launch."""
+    import numpy as np
+    T, N = grad_s.shape
+    acc = grad_v0.dtype
+    use_bits = bits is not None
+    if not use_bits and h_saved is None:
+        raise RuntimeError("tssd_fast cupy backend: backward needs the saved H or window bits")
+    if use_bits:
+        h_saved = None
+    _check(grad_s, grad_s, "grad_s")
+    for t, n, d, k in ((grad_v_seq, "grad_v_seq", acc, T * N),
+                       (grad_v_last, "grad_v_last", acc, N),
+                       (h_saved, "h_saved", acc, T * N),
+                       (bits, "bits", torch.uint8, window_rows(T) * N),
+                       (grad_x, "grad_x", grad_s.dtype, T * N), (grad_v0, "grad_v0", acc, N)):
+        _check(t, grad_s, n, d, k)
+    es, ea = grad_s.element_size(), grad_v0.element_size()
+    vec = pick_vec(N, [(_ptr(grad_s), es), (_ptr(grad_x), es), (_ptr(grad_v_seq), ea),
+                       (_ptr(grad_v_last), ea), (_ptr(h_saved), ea), (_ptr(bits), 1),
+                       (_ptr(grad_v0), ea)], vecs(grad_s.dtype))
+    args = tuple(np.uint64(_ptr(t)) for t in (grad_s, grad_v_seq, grad_v_last, h_saved,
+                                              bits, grad_x, grad_v0))
+    args += (np.int64(T), np.int64(N)) + scalar_args(cfg, acc)
+    return bwd_kernel_name(vec, use_bits), vec, args
+
+
 class CupyLauncher:
     """The launcher protocol of tssd_fast.ops.registry over the NVRTC-compiled kernels."""
 
@@ -339,54 +394,21 @@ class CupyLauncher:
             with cp.cuda.ExternalStream(stream_ptr):  # torch's current stream, made current
                 kernel((num_blocks(N, vec),), (THREADS,), args)
 
-    def forward(self, x, v0, spikes, v_last, v_seq, h_saved, bits, cfg):
-        import numpy as np
+    def forward(self, x, v0, spikes, v_last, v_seq, h_saved, bits, cfg, v_init=0.0):
         T, N = x.shape
         if T == 0 or N == 0:
             return
-        acc = v0.dtype
-        _check(x, x, "x")
-        for t, n, d, k in ((v0, "v0", acc, N), (spikes, "spikes", x.dtype, T * N),
-                           (v_last, "v_last", acc, N), (v_seq, "v_seq", acc, T * N),
-                           (h_saved, "h_saved", acc, T * N),
-                           (bits, "bits", torch.uint8, window_rows(T) * N)):
-            _check(t, x, n, d, k)
-        es, ea = x.element_size(), v0.element_size()
-        vec = pick_vec(N, [(_ptr(x), es), (_ptr(spikes), es), (_ptr(v0), ea), (_ptr(v_last), ea),
-                           (_ptr(v_seq), ea), (_ptr(h_saved), ea), (_ptr(bits), 1)],
-                       vecs(x.dtype))
-        save = SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
-        args = tuple(np.uint64(_ptr(t)) for t in (x, v0, spikes, v_last, v_seq, h_saved, bits))
-        args += (np.int64(T), np.int64(N)) + scalar_args(cfg, acc)
-        self._launch(x.device, cfg, x.dtype, fwd_kernel_name(vec, save), N, vec, args)
+        name, vec, args = forward_launch(x, v0, spikes, v_last, v_seq, h_saved, bits, cfg,
+                                         v_init)
+        self._launch(x.device, cfg, x.dtype, name, N, vec, args)
 
     def backward(self, grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0, cfg):
-        import numpy as np
         T, N = grad_s.shape
         if T == 0 or N == 0:
             return
-        acc = grad_v0.dtype
-        use_bits = bits is not None
-        if not use_bits and h_saved is None:
-            raise RuntimeError("tssd_fast cupy backend: backward needs the saved H or window bits")
-        if use_bits:
-            h_saved = None
-        _check(grad_s, grad_s, "grad_s")
-        for t, n, d, k in ((grad_v_seq, "grad_v_seq", acc, T * N),
-                           (grad_v_last, "grad_v_last", acc, N),
-                           (h_saved, "h_saved", acc, T * N),
-                           (bits, "bits", torch.uint8, window_rows(T) * N),
-                           (grad_x, "grad_x", grad_s.dtype, T * N), (grad_v0, "grad_v0", acc, N)):
-            _check(t, grad_s, n, d, k)
-        es, ea = grad_s.element_size(), grad_v0.element_size()
-        vec = pick_vec(N, [(_ptr(grad_s), es), (_ptr(grad_x), es), (_ptr(grad_v_seq), ea),
-                           (_ptr(grad_v_last), ea), (_ptr(h_saved), ea), (_ptr(bits), 1),
-                           (_ptr(grad_v0), ea)], vecs(grad_s.dtype))
-        args = tuple(np.uint64(_ptr(t)) for t in (grad_s, grad_v_seq, grad_v_last, h_saved,
-                                                  bits, grad_x, grad_v0))
-        args += (np.int64(T), np.int64(N)) + scalar_args(cfg, acc)
-        self._launch(grad_s.device, cfg, grad_s.dtype, bwd_kernel_name(vec, use_bits), N, vec,
-                     args)
+        name, vec, args = backward_launch(grad_s, grad_v_seq, grad_v_last, h_saved, bits,
+                                          grad_x, grad_v0, cfg)
+        self._launch(grad_s.device, cfg, grad_s.dtype, name, N, vec, args)
 
 
 _launcher = None

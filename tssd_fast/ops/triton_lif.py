@@ -14,8 +14,13 @@ division), and every launch passes enable_fp_fusion=False (no mul+add -> FMA con
 the forward runs the reference's operations in the reference's order and fp32 spikes are
 bitwise equal to it. The float scalars are fp64 kernel arguments rounded in the kernel to the
 compute type (round to nearest even, as make_lif_params does in C++).
+
+Launch (host cost; a GPU step calls this twice per LIFNode): the launch shape and the kernels'
+scalars are memoised per (N, dtype) and per neuron; the first launch of a specialisation goes
+through Triton's JITFunction, later ones straight into the compiled kernel's launcher (_Launch).
+A fresh neuron's state is the scalar v_init (HAS_V0 False), not a tensor filled per call.
 """
-import contextlib
+import functools
 import os
 from typing import Optional
 
@@ -204,10 +209,14 @@ if triton is not None:
     def _lif_fwd_kernel(x_ptr, v0_ptr, s_ptr, v_last_ptr, v_seq_ptr, h_ptr, bits_ptr, T, N,
                         tau_d: tl.float64, inv_tau_d: tl.float64, v_th_d: tl.float64,
                         v_reset_d: tl.float64, half_width_d: tl.float64,
+                        v_init_d: tl.float64,
                         HARD: tl.constexpr, DECAY: tl.constexpr, TAU_POW2: tl.constexpr,
                         SAVE: tl.constexpr, STORE_V: tl.constexpr, F64: tl.constexpr,
-                        BLOCK: tl.constexpr, EVEN: tl.constexpr, AHEAD: tl.constexpr):
-        ACC = v0_ptr.dtype.element_ty
+                        HAS_V0: tl.constexpr, BLOCK: tl.constexpr, EVEN: tl.constexpr,
+                        AHEAD: tl.constexpr):
+        # HAS_V0 False: every neuron starts at the scalar v_init (v0_ptr is a placeholder), so
+        # a fresh neuron costs no fill launch and no read of a state row.
+        ACC = v_last_ptr.dtype.element_ty
         tau = tl.full([], tau_d, ACC)
         inv_tau = tl.full([], inv_tau_d, ACC)  # exact when TAU_POW2, unused otherwise
         v_th = tl.full([], v_th_d, ACC)
@@ -215,7 +224,10 @@ if triton is not None:
         half_width = tl.full([], half_width_d, ACC)
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = _row_mask(offs, N, EVEN)
-        v = _load_row(v0_ptr + offs, mask)
+        if HAS_V0:
+            v = _load_row(v0_ptr + offs, mask)
+        else:
+            v = tl.full([BLOCK], v_init_d, ACC)
         x_next, x_next2 = _first_rows(x_ptr, x_ptr + tl.where(T > 1, N, 0), offs, mask, AHEAD)
         # xa: the row the step loads, min(t + AHEAD, T - 1), so it stops moving at the last row
         xa = x_ptr + tl.minimum(AHEAD, T - 1).to(tl.int64) * N
@@ -361,13 +373,15 @@ if triton is not None:
         tl.store(gv0_ptr + offs, gv, mask=mask)
 
 
+@functools.lru_cache(maxsize=1024)
 def _launch_shape(N: int, storage: torch.dtype):
     """(BLOCK, num_warps): 4 warps, each thread 16 bytes of a row of the storage dtype (4 fp32,
     8 bf16 / fp16, 2 fp64), so every row access is one 16-byte load or store per thread and the
     window-bit bytes share the rows' layout (no shared-memory layout conversion). Small N get a
-    smaller block."""
+    smaller block. Plain Python: triton.cdiv / next_power_of_2 are JIT functions, ~5 µs a call
+    from the host."""
     per_thread = max(1, 16 // storage.itemsize)
-    block = min(128 * per_thread, max(32, triton.next_power_of_2(N)))
+    block = min(128 * per_thread, max(32, 1 << max(0, N - 1).bit_length()))
     return block, max(1, min(4, block // (32 * per_thread)))
 
 
@@ -378,9 +392,17 @@ def _ahead(forward: bool, bits: bool = False, has_gvs: bool = False) -> int:
     return AHEAD if forward or (bits and not has_gvs) else 1
 
 
-def _device_of(t: torch.Tensor):
-    """Triton launches on the current CUDA device (and its current stream): make it t's."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+@functools.lru_cache(maxsize=256)
+def _scalars(cfg: LIFConfig, acc: torch.dtype):
+    """(float kernel arguments, constexprs) shared by both directions: tau, 1/tau, v_threshold,
+    v_reset, alpha, half_width, atan_scale, and HARD, DECAY, DETACH, TAU_POW2, F64."""
+    tau = float(cfg.tau)
+    floats = (tau, 1.0 / tau, float(cfg.v_threshold), cfg.v_reset_value, float(cfg.alpha),
+              float(cfg.half_width), 1.5707963267948966 * float(cfg.alpha))
+    flags = dict(HARD=bool(cfg.hard_reset), DECAY=bool(cfg.decay_input),
+                 DETACH=bool(cfg.detach_reset), TAU_POW2=tau_is_pow2(cfg.tau, acc),
+                 F64=acc == torch.float64)
+    return floats, flags
 
 
 def _check(t, like, name):
@@ -391,10 +413,88 @@ def _check(t, like, name):
                            f"{like.device}")
 
 
+# Set to 1 (before tssd_fast is imported) to have every direct launch ask Triton which kernel
+# it would run, and raise if it is another (tests and the GPU check run with it).
+CHECK_ENV = "TSSD_FAST_TRITON_LAUNCH_CHECK"
+_CHECK = os.environ.get(CHECK_ENV, "0") == "1"
+
+
+def _int_spec(i: int):
+    # what Triton's specialisation of an int argument may depend on, or finer
+    return i == 1, i % 16 == 0, -2 ** 31 <= i < 2 ** 31
+
+
+class _Launch:
+    """One kernel's launches. The first launch of a specialisation goes through Triton's
+    JITFunction (binding, specialisation, compile and cache), which returns the compiled
+    kernel; later ones with the same key go straight to that kernel's launcher, with the call
+    JITFunction.run itself ends with, without its argument binding and cache-key hashing per
+    call (`benchmarks/op_overhead.py --triton-host` measures both).
+
+    The key (each pointer's dtype and 16-byte alignment; each int's value 1, divisibility by 16
+    and width; the constexprs, num_warps, the device) is at least as fine as Triton's own
+    specialisation, so a cached kernel is the one Triton would pick; with
+    TSSD_FAST_TRITON_LAUNCH_CHECK=1 every direct launch asks Triton and raises if it is
+    another. Kernels that are not JIT functions (TRITON_INTERPRET=1, a test's spy), Triton
+    without `triton.knobs` (older than 3.4) and non-CUDA tensors take Triton's own launch."""
+
+    def __init__(self, name: str):
+        self.name, self.kernels = name, {}
+
+    def __call__(self, grid: int, ptrs: tuple, ints: tuple, floats: tuple, consts: dict,
+                 device: torch.device, num_warps: int):
+        fn = globals()[self.name]  # looked up per call: tests swap the kernel for a spy
+        if not (_DIRECT and device.type in _DIRECT_DEVICES
+                and isinstance(fn, triton.runtime.JITFunction)):
+            return fn[(grid,)](*ptrs, *ints, *floats, **consts, num_warps=num_warps,
+                               enable_fp_fusion=False)
+        key = (device.index, num_warps, *consts.values(),
+               *[(p.dtype, p.data_ptr() % 16 == 0) for p in ptrs], *map(_int_spec, ints))
+        index = device.index
+        if index is None or device.type != "cuda" or index == torch.cuda.current_device():
+            return self._direct(fn, key, grid, ptrs + ints + floats, consts, num_warps)
+        with torch.cuda.device(index):  # Triton launches on the current device
+            return self._direct(fn, key, grid, ptrs + ints + floats, consts, num_warps)
+
+    def _direct(self, fn, key, grid, args, consts, num_warps):
+        kernel = self.kernels.get(key)
+        if kernel is None or _CHECK:
+            if list(consts) != fn.arg_names[len(args):]:  # the direct call passes them in order
+                raise RuntimeError(f"tssd_fast triton backend: {self.name} takes "
+                                   f"{fn.arg_names}, got {len(args)} + {list(consts)}")
+            theirs = fn.warmup(*args, grid=(grid,), **consts, num_warps=num_warps,
+                               enable_fp_fusion=False)  # compiles once, launches nothing
+            theirs = theirs.result() if hasattr(theirs, "result") else theirs  # async compile
+            if kernel is not None and theirs is not kernel:
+                raise RuntimeError(f"tssd_fast triton backend: the cached {self.name} is not "
+                                   f"the kernel Triton picks for these arguments")
+            theirs._init_handles()  # loads the module: sets .function and the launcher
+            kernel = self.kernels[key] = theirs
+        # JITFunction.run's own launch, for a cached kernel (Triton 3.4-3.9)
+        args = args + tuple(consts.values())  # every argument, constexprs too, in order
+        driver = triton.runtime.driver.active
+        stream = driver.get_current_stream(driver.get_current_device())
+        hooks = triton.knobs.runtime
+        kernel.run(grid, 1, 1, stream, kernel.function, kernel.packed_metadata,
+                   kernel.launch_metadata((grid,), stream, *args), hooks.launch_enter_hook,
+                   hooks.launch_exit_hook, *args)
+
+
+# The direct launch needs the launch call of Triton >= 3.4 (hooks in triton.knobs; every
+# argument, constexprs included, passed to the kernel's launcher).
+_DIRECT = triton is not None and hasattr(triton, "knobs") and \
+    hasattr(getattr(triton.knobs, "runtime", None), "launch_enter_hook") and \
+    all(hasattr(triton.compiler.CompiledKernel, a) for a in ("launch_metadata", "_init_handles"))
+_DIRECT_DEVICES = ("cuda",)  # benchmarks/_triton_fake_driver.py adds "cpu"
+_fwd_launch = _Launch("_lif_fwd_kernel")
+_bwd_launch = _Launch("_lif_bwd_kernel")
+
+
 class TritonLauncher:
     """The launcher protocol of tssd_fast.ops.registry over the Triton kernels."""
 
-    def forward(self, x, v0, spikes, v_last, v_seq, h_saved, bits, cfg: LIFConfig):
+    def forward(self, x, v0, spikes, v_last, v_seq, h_saved, bits, cfg: LIFConfig,
+                v_init: float = 0.0):
         T, N = x.shape
         if T == 0 or N == 0:
             return
@@ -403,17 +503,16 @@ class TritonLauncher:
             _check(t, x, name)
         save = SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
         block, warps = _launch_shape(N, x.dtype)
-        # Absent outputs: any valid pointer of the right dtype (never touched: constexpr off).
-        with _device_of(x):
-            _lif_fwd_kernel[(triton.cdiv(N, block),)](
-                x, v0, spikes, v_last, v_last if v_seq is None else v_seq,
-                v_last if h_saved is None else h_saved, spikes if bits is None else bits, T, N,
-                float(cfg.tau), 1.0 / float(cfg.tau), float(cfg.v_threshold), cfg.v_reset_value,
-                float(cfg.half_width), HARD=bool(cfg.hard_reset), DECAY=bool(cfg.decay_input),
-                TAU_POW2=tau_is_pow2(cfg.tau, v0.dtype), SAVE=save, STORE_V=v_seq is not None,
-                F64=v0.dtype == torch.float64,
-                BLOCK=block, EVEN=N % block == 0, AHEAD=_ahead(True), num_warps=warps,
-                enable_fp_fusion=False)
+        floats, f = _scalars(cfg, v_last.dtype)
+        # Absent tensors: any valid pointer of the right dtype (never touched: constexpr off).
+        ptrs = (x, v_last if v0 is None else v0, spikes, v_last,
+                v_last if v_seq is None else v_seq, v_last if h_saved is None else h_saved,
+                spikes if bits is None else bits)
+        consts = dict(HARD=f["HARD"], DECAY=f["DECAY"], TAU_POW2=f["TAU_POW2"], SAVE=save,
+                      STORE_V=v_seq is not None, F64=f["F64"], HAS_V0=v0 is not None,
+                      BLOCK=block, EVEN=N % block == 0, AHEAD=_ahead(True))
+        _fwd_launch(-(-N // block), ptrs, (T, N),
+                    floats[:4] + (floats[5], float(v_init)), consts, x.device, warps)
 
     def backward(self, grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0,
                  cfg: LIFConfig):
@@ -429,22 +528,17 @@ class TritonLauncher:
                         (grad_x, "grad_x"), (grad_v0, "grad_v0")):
             _check(t, grad_s, name)
         block, warps = _launch_shape(N, grad_s.dtype)
-        with _device_of(grad_s):
-            _lif_bwd_kernel[(triton.cdiv(N, block),)](
-                grad_s, grad_v0 if grad_v_seq is None else grad_v_seq,
+        floats, f = _scalars(cfg, grad_v0.dtype)
+        ptrs = (grad_s, grad_v0 if grad_v_seq is None else grad_v_seq,
                 grad_v0 if grad_v_last is None else grad_v_last,
                 grad_v0 if (use_bits or h_saved is None) else h_saved,
-                grad_x if bits is None else bits, grad_x, grad_v0, T, N,
-                float(cfg.tau), 1.0 / float(cfg.tau), float(cfg.v_threshold), cfg.v_reset_value,
-                float(cfg.alpha), float(cfg.half_width), 1.5707963267948966 * float(cfg.alpha),
-                HARD=bool(cfg.hard_reset), DECAY=bool(cfg.decay_input),
-                DETACH=bool(cfg.detach_reset), TAU_POW2=tau_is_pow2(cfg.tau, grad_v0.dtype),
-                SURR=0 if use_bits else int(cfg.surrogate_id),
-                BITS=use_bits, HAS_GVS=grad_v_seq is not None,
-                HAS_GVL=grad_v_last is not None, F64=grad_v0.dtype == torch.float64,
-                BLOCK=block, EVEN=N % block == 0,
-                AHEAD=_ahead(False, use_bits, grad_v_seq is not None), num_warps=warps,
-                enable_fp_fusion=False)
+                grad_x if bits is None else bits, grad_x, grad_v0)
+        consts = dict(HARD=f["HARD"], DECAY=f["DECAY"], DETACH=f["DETACH"],
+                      TAU_POW2=f["TAU_POW2"], SURR=0 if use_bits else int(cfg.surrogate_id),
+                      BITS=use_bits, HAS_GVS=grad_v_seq is not None,
+                      HAS_GVL=grad_v_last is not None, F64=f["F64"], BLOCK=block,
+                      EVEN=N % block == 0, AHEAD=_ahead(False, use_bits, grad_v_seq is not None))
+        _bwd_launch(-(-N // block), ptrs, (T, N), floats, consts, grad_s.device, warps)
 
 
 _launcher = None
