@@ -34,6 +34,22 @@ def test_direct_launch_runs_what_triton_would():
     assert "launches compared:" in proc.stdout, proc.stdout[-2000:]
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_op_overhead_triton_host_runs_the_module_path():
+    """`op_overhead.py --triton-host`: LIFNode forward and backward on the triton backend,
+    through the direct launch and through JITFunction.run, with the stand-in driver."""
+    import tssd_fast
+    root = str(Path(tssd_fast.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([sys.executable, str(BENCH / "op_overhead.py"), "--triton-host",
+                           "--rounds", "1", "--calls", "3"], cwd=str(HERE), env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = [line.split()[0] for line in proc.stdout.splitlines()[-4:]]
+    assert rows == ["torch.sigmoid", "triton", "triton", "cpp"], proc.stdout[-2000:]
+
+
 # ------------------------------------------------------------------ the child process
 
 

@@ -244,13 +244,13 @@ def run(backend: str, cfg: LIFConfig, op_args: tuple, x: torch.Tensor, v, store_
         return lif_multistep_ref(x, v0, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_reset,
                                  surrogate_function, cfg.detach_reset, store_v_seq)
     else:
-        args = op_args
-        if torch.is_grad_enabled() and (x.requires_grad or (v0 is not None and v0.requires_grad)):
-            args = op_args[:-1] + (op_args[-1] | FLAG_SAVE,)
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or (v0 is not None and v0.requires_grad))
+        args = op_args[:-1] + (op_args[-1] | FLAG_SAVE,) if needs_grad else op_args
         if torch.compiler.is_compiling():
             spikes, v_last, v_seq, _ = torch.ops.tssd_fast.lif_forward_py.default(
                 x, v0, v_init, *args, backend)
-        elif args is op_args:  # nothing to differentiate: no autograd node (~10 µs less)
+        elif not needs_grad:  # nothing to differentiate: no autograd node (~10 µs less)
             spikes, v_last, v_seq, _ = _py_forward(x, v0, v_init, *args, backend)
         else:
             spikes, v_last, v_seq, _ = _PyLauncherLIF.apply(x, v0, v_init, *args, backend)
