@@ -436,7 +436,8 @@ class _Launch:
     specialisation, so a cached kernel is the one Triton would pick; with
     TSSD_FAST_TRITON_LAUNCH_CHECK=1 every direct launch asks Triton and raises if it is
     another. Kernels that are not JIT functions (TRITON_INTERPRET=1, a test's spy), Triton
-    without `triton.knobs` (older than 3.4) and non-CUDA tensors take Triton's own launch."""
+    without `triton.knobs` (older than 3.4), ROCm and non-CUDA tensors take Triton's own
+    launch."""
 
     def __init__(self, name: str):
         self.name, self.kernels = name, {}
@@ -481,8 +482,9 @@ class _Launch:
 
 
 # The direct launch needs the launch call of Triton >= 3.4 (hooks in triton.knobs; every
-# argument, constexprs included, passed to the kernel's launcher).
-_DIRECT = triton is not None and hasattr(triton, "knobs") and \
+# argument, constexprs included, passed to the kernel's launcher) and NVIDIA's specialisation
+# (ROCm's Triton also specialises pointers on their address range: not in the key).
+_DIRECT = triton is not None and torch.version.hip is None and hasattr(triton, "knobs") and \
     hasattr(getattr(triton.knobs, "runtime", None), "launch_enter_hook") and \
     all(hasattr(triton.compiler.CompiledKernel, a) for a in ("launch_metadata", "_init_handles"))
 _DIRECT_DEVICES = ("cuda",)  # benchmarks/_triton_fake_driver.py adds "cpu"
