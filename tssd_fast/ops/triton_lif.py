@@ -436,8 +436,7 @@ class _Launch:
     specialisation, so a cached kernel is the one Triton would pick; with
     TSSD_FAST_TRITON_LAUNCH_CHECK=1 every direct launch asks Triton and raises if it is
     another. Kernels that are not JIT functions (TRITON_INTERPRET=1, a test's spy), Triton
-    without `triton.knobs` (older than 3.4), ROCm and non-CUDA tensors take Triton's own
-    launch."""
+    releases outside DIRECT_TRITON, ROCm and non-CUDA tensors take Triton's own launch."""
 
     def __init__(self, name: str):
         self.name, self.kernels = name, {}
@@ -481,11 +480,21 @@ class _Launch:
                    hooks.launch_exit_hook, *args)
 
 
-# The direct launch needs the launch call of Triton >= 3.4 (hooks in triton.knobs; every
-# argument, constexprs included, passed to the kernel's launcher) and NVIDIA's specialisation
-# (ROCm's Triton also specialises pointers on their address range: not in the key).
-_DIRECT = triton is not None and torch.version.hip is None and hasattr(triton, "knobs") and \
-    hasattr(getattr(triton.knobs, "runtime", None), "launch_enter_hook") and \
+def _minor_version(v: str):
+    try:
+        return tuple(int(p) for p in v.split(".")[:2])
+    except ValueError:
+        return (0, 0)
+
+
+# The direct launch follows JITFunction.run's own launch call as Triton 3.4-3.9 make it (hooks in
+# triton.knobs; every argument, constexprs included, passed to the kernel's launcher): other
+# releases take Triton's own launch until checked. NVIDIA only: ROCm's Triton also specialises
+# pointers on their address range, which the key leaves out.
+DIRECT_TRITON = ((3, 4), (3, 9))  # the releases the direct launch is written and tested for
+_DIRECT = triton is not None and torch.version.hip is None and \
+    DIRECT_TRITON[0] <= _minor_version(triton.__version__) <= DIRECT_TRITON[1] and \
+    hasattr(getattr(triton, "knobs", None), "runtime") and \
     all(hasattr(triton.compiler.CompiledKernel, a) for a in ("launch_metadata", "_init_handles"))
 _DIRECT_DEVICES = ("cuda",)  # benchmarks/_triton_fake_driver.py adds "cpu"
 _fwd_launch = _Launch("_lif_fwd_kernel")
