@@ -65,7 +65,7 @@ def cases(device, shape, dtype, cfg, with_compile: bool, triton_host: bool = Fal
                              lambda: torch.sigmoid(xg).sum().backward())}
     skipped = {}
     for p in all_providers(device):
-        if triton_host and p.name != "triton":
+        if triton_host and p.name not in ("triton", "cpp"):  # cpp: the C++ op, for scale
             continue
         if p.kind == "compile" and not with_compile:
             skipped[p.name] = "torch.compile: pass --compile"
@@ -90,10 +90,6 @@ def cases(device, shape, dtype, cfg, with_compile: bool, triton_host: bool = Fal
         out[p.name] = (fwd, fwd_bwd)
         if triton_host and p.name == "triton":
             out["triton (JITFunction.run)"] = (_jit_launched(fwd), _jit_launched(fwd_bwd))
-    if triton_host:  # the C++ op on the same machine, for scale (it runs its CPU kernel)
-        out.update(cases(device, shape, dtype, cfg, False)[0])
-        out = {k: out[k] for k in ("torch.sigmoid", "triton", "triton (JITFunction.run)", "cpp")
-               if k in out}
     return out, skipped
 
 
