@@ -13,7 +13,8 @@ torch.sigmoid in the same run.
 kernels record their arguments instead of running (benchmarks/_triton_fake_driver.py): the
 triton rows then time everything a GPU call costs on the host up to Triton's C launcher (no
 kernel runs; outputs are garbage), once with tssd_fast's direct launch of the cached kernel and
-once with every launch through Triton's JITFunction.run.
+once with every launch through Triton's JITFunction.run (on CUDA, too, the triton row comes
+with this second row).
 
 Each provider is timed in batches of --calls calls (perf_counter around the batch; on CUDA one
 synchronize at the end of the batch, so a call's host cost, not its kernel, is what is timed when
@@ -88,7 +89,8 @@ def cases(device, shape, dtype, cfg, with_compile: bool, triton_host: bool = Fal
             run(xg)[0].sum().backward()
 
         out[p.name] = (fwd, fwd_bwd)
-        if triton_host and p.name == "triton":
+        if p.name == "triton" and (triton_host or torch.device(device).type == "cuda"):
+            # the same calls with Triton's own launch: what the direct launch saves
             out["triton (JITFunction.run)"] = (_jit_launched(fwd), _jit_launched(fwd_bwd))
     return out, skipped
 
