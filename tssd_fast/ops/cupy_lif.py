@@ -153,12 +153,19 @@ def num_blocks(N: int, vec: int) -> int:
     return (-(-N // vec) + THREADS - 1) // THREADS
 
 
+def _np_acc(acc_dtype):
+    """The NumPy scalar type of the compute type: a Python double becomes a kernel argument
+    through it, rounded once (to nearest even), as make_lif_params rounds in C++."""
+    import numpy as np
+    return np.float64 if acc_dtype == torch.float64 else np.float32
+
+
 def scalar_args(cfg: LIFConfig, acc_dtype) -> Tuple:
     """(tau, inv_tau, v_threshold, v_reset, alpha, half_width, atan_scale) rounded once from
     Python doubles to the compute type, as make_lif_params in csrc/lif_step.h (inv_tau = 1 / tau
     divided in the compute type)."""
     import numpy as np
-    f = np.float64 if acc_dtype == torch.float64 else np.float32
+    f = _np_acc(acc_dtype)
     with np.errstate(over="ignore", divide="ignore"):
         inv_tau = f(1) / f(cfg.tau)
     return (f(cfg.tau), inv_tau, f(cfg.v_threshold), f(cfg.v_reset_value), f(cfg.alpha),
@@ -340,8 +347,7 @@ def forward_launch(x, v0, spikes, v_last, v_seq, h_saved, bits, cfg: LIFConfig,
                        (_ptr(v_seq), ea), (_ptr(h_saved), ea), (_ptr(bits), 1)], vecs(x.dtype))
     save = SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
     args = tuple(np.uint64(_ptr(t)) for t in (x, v0, spikes, v_last, v_seq, h_saved, bits))
-    f = np.float64 if acc == torch.float64 else np.float32
-    args += (np.int64(T), np.int64(N)) + scalar_args(cfg, acc) + (f(v_init),)
+    args += (np.int64(T), np.int64(N)) + scalar_args(cfg, acc) + (_np_acc(acc)(v_init),)
     return fwd_kernel_name(vec, save), vec, args
 
 

@@ -22,7 +22,7 @@ A fresh neuron's state is the scalar v_init (HAS_V0 False), not a tensor filled 
 """
 import functools
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -392,17 +392,32 @@ def _ahead(forward: bool, bits: bool = False, has_gvs: bool = False) -> int:
     return AHEAD if forward or (bits and not has_gvs) else 1
 
 
+class _Scalars(NamedTuple):
+    """A neuron's kernel arguments for one compute dtype: the float scalars (rounded in the
+    kernels) and the flags that are constexprs."""
+    tau: float
+    inv_tau: float
+    v_th: float
+    v_reset: float
+    alpha: float
+    half_width: float
+    atan_scale: float
+    HARD: bool
+    DECAY: bool
+    DETACH: bool
+    TAU_POW2: bool
+    F64: bool
+
+
 @functools.lru_cache(maxsize=256)
-def _scalars(cfg: LIFConfig, acc: torch.dtype):
-    """(float kernel arguments, constexprs) shared by both directions: tau, 1/tau, v_threshold,
-    v_reset, alpha, half_width, atan_scale, and HARD, DECAY, DETACH, TAU_POW2, F64."""
+def _scalars(cfg: LIFConfig, acc: torch.dtype) -> _Scalars:
+    """The kernel arguments of neuron `cfg` with compute dtype `acc` (memoised: every launch
+    asks)."""
     tau = float(cfg.tau)
-    floats = (tau, 1.0 / tau, float(cfg.v_threshold), cfg.v_reset_value, float(cfg.alpha),
-              float(cfg.half_width), 1.5707963267948966 * float(cfg.alpha))
-    flags = dict(HARD=bool(cfg.hard_reset), DECAY=bool(cfg.decay_input),
-                 DETACH=bool(cfg.detach_reset), TAU_POW2=tau_is_pow2(cfg.tau, acc),
-                 F64=acc == torch.float64)
-    return floats, flags
+    return _Scalars(tau, 1.0 / tau, float(cfg.v_threshold), cfg.v_reset_value, float(cfg.alpha),
+                    float(cfg.half_width), 1.5707963267948966 * float(cfg.alpha),
+                    bool(cfg.hard_reset), bool(cfg.decay_input), bool(cfg.detach_reset),
+                    tau_is_pow2(cfg.tau, acc), acc == torch.float64)
 
 
 def _check(t, like, name):
@@ -514,16 +529,17 @@ class TritonLauncher:
             _check(t, x, name)
         save = SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
         block, warps = _launch_shape(N, x.dtype)
-        floats, f = _scalars(cfg, v_last.dtype)
+        k = _scalars(cfg, v_last.dtype)
         # Absent tensors: any valid pointer of the right dtype (never touched: constexpr off).
         ptrs = (x, v_last if v0 is None else v0, spikes, v_last,
                 v_last if v_seq is None else v_seq, v_last if h_saved is None else h_saved,
                 spikes if bits is None else bits)
-        consts = dict(HARD=f["HARD"], DECAY=f["DECAY"], TAU_POW2=f["TAU_POW2"], SAVE=save,
-                      STORE_V=v_seq is not None, F64=f["F64"], HAS_V0=v0 is not None,
+        consts = dict(HARD=k.HARD, DECAY=k.DECAY, TAU_POW2=k.TAU_POW2, SAVE=save,
+                      STORE_V=v_seq is not None, F64=k.F64, HAS_V0=v0 is not None,
                       BLOCK=block, EVEN=N % block == 0, AHEAD=_ahead(True))
         _fwd_launch(-(-N // block), ptrs, (T, N),
-                    floats[:4] + (floats[5], float(v_init)), consts, x.device, warps)
+                    (k.tau, k.inv_tau, k.v_th, k.v_reset, k.half_width, float(v_init)), consts,
+                    x.device, warps)
 
     def backward(self, grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad_v0,
                  cfg: LIFConfig):
@@ -539,17 +555,19 @@ class TritonLauncher:
                         (grad_x, "grad_x"), (grad_v0, "grad_v0")):
             _check(t, grad_s, name)
         block, warps = _launch_shape(N, grad_s.dtype)
-        floats, f = _scalars(cfg, grad_v0.dtype)
+        k = _scalars(cfg, grad_v0.dtype)
         ptrs = (grad_s, grad_v0 if grad_v_seq is None else grad_v_seq,
                 grad_v0 if grad_v_last is None else grad_v_last,
                 grad_v0 if (use_bits or h_saved is None) else h_saved,
                 grad_x if bits is None else bits, grad_x, grad_v0)
-        consts = dict(HARD=f["HARD"], DECAY=f["DECAY"], DETACH=f["DETACH"],
-                      TAU_POW2=f["TAU_POW2"], SURR=0 if use_bits else int(cfg.surrogate_id),
+        consts = dict(HARD=k.HARD, DECAY=k.DECAY, DETACH=k.DETACH,
+                      TAU_POW2=k.TAU_POW2, SURR=0 if use_bits else int(cfg.surrogate_id),
                       BITS=use_bits, HAS_GVS=grad_v_seq is not None,
-                      HAS_GVL=grad_v_last is not None, F64=f["F64"], BLOCK=block,
+                      HAS_GVL=grad_v_last is not None, F64=k.F64, BLOCK=block,
                       EVEN=N % block == 0, AHEAD=_ahead(False, use_bits, grad_v_seq is not None))
-        _bwd_launch(-(-N // block), ptrs, (T, N), floats, consts, grad_s.device, warps)
+        _bwd_launch(-(-N // block), ptrs, (T, N),
+                    (k.tau, k.inv_tau, k.v_th, k.v_reset, k.alpha, k.half_width, k.atan_scale),
+                    consts, grad_s.device, warps)
 
 
 _launcher = None
