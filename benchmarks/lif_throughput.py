@@ -396,6 +396,15 @@ def _memory_phrase(ratios: List[float]) -> str:
     return f"saves {rng} more than the reference for backward"
 
 
+def _bandwidth_phrase(best: dict) -> str:
+    """The provider's best share of copy bandwidth, and what that leaves: no implementation of
+    the op, moving at least its minimum bytes, can be more than 100 / %copy times faster than
+    it there (the bound a speedup target against this provider has to fit under)."""
+    pct = best["pct_copy_bw"]
+    return (f"up to {_pct(pct)} of copy bandwidth ({best['dtype']} T={best['T']}: no kernel "
+            f"can beat it by more than {100 / pct:.2f}x there)")
+
+
 def render_summary(rows: List[dict]) -> str:
     """Per mode and provider: the geometric-mean speedup over the points it ran (min-max),
     the best fraction of copy bandwidth, and its activation memory against the reference's."""
@@ -415,9 +424,9 @@ def render_summary(rows: List[dict]) -> str:
                 gm = math.exp(sum(math.log(s) for s in sp) / len(sp))
                 parts.append(f"speedup {gm:.2f}x" if len(sp) == 1 else
                              f"speedup {gm:.2f}x (geo-mean; {min(sp):.2f}x-{max(sp):.2f}x)")
-            bw = [r["pct_copy_bw"] for r in mine if r["pct_copy_bw"] is not None]
+            bw = [r for r in mine if r["pct_copy_bw"] is not None]
             if bw:
-                parts.append(f"up to {_pct(max(bw))} of copy bandwidth")
+                parts.append(_bandwidth_phrase(max(bw, key=lambda r: r["pct_copy_bw"])))
             ratios = [ref_saved[(r["T"], r["N"], r["dtype"])] / r["saved_bytes"] for r in mine
                       if r["saved_bytes"] and ref_saved.get((r["T"], r["N"], r["dtype"]))]
             if ratios and name != P.REFERENCE:

@@ -243,6 +243,20 @@ def test_cli_tiny_run(tmp_path):
     assert set(lt.CSV_FIELDS) <= set(csv_rows[0])
 
 
+def test_summary_states_the_copy_bandwidth_bound_of_each_provider():
+    # a provider at 80% of copy bandwidth leaves at most 100/80 = 1.25x to any kernel, there;
+    # the phrase names its best point, not another one
+    def row(provider, T, pct, speedup):
+        return dict(provider=provider, mode="train", T=T, N=64, dtype="fp32", status="ok",
+                    speedup=speedup, pct_copy_bw=pct, saved_bytes=None)
+    rows = [row("torch", 4, 10.0, 1.0), row("torch", 16, 8.0, 1.0),
+            row("torch-compile", 4, 50.0, 5.0), row("torch-compile", 16, 80.0, 10.0)]
+    text = lt.render_summary(rows)
+    line = [ln for ln in text.splitlines() if "torch-compile" in ln][0]
+    assert "up to 80% of copy bandwidth" in line and "fp32 T=16" in line and "1.25x" in line
+    assert "T=4" not in line
+
+
 def test_cli_help_list_and_plot_without_matplotlib(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         lt.parse_args(["--help"])
