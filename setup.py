@@ -77,7 +77,10 @@ def _extensions():
         extra_link_args=["-fopenmp"],
     )]
 
-    cuda_sources = sorted(str(p.relative_to(ROOT)) for p in (CSRC / "cuda").glob("*.cu"))
+    # One translation unit per storage type (lif_cuda_<dtype>.cu: nvcc, compiled in parallel by
+    # ninja) and the host-only dispatch and registration (lif_cuda.cpp: the host compiler).
+    cuda_sources = [str(p.relative_to(ROOT)) for pattern in ("*.cu", "*.cpp")
+                    for p in sorted((CSRC / "cuda").glob(pattern))]
     want_cuda = (torch.version.cuda is not None and CUDA_HOME is not None and bool(cuda_sources))
     if _flag("TSSD_FAST_FORCE_CUDA"):
         want_cuda = True

@@ -1,5 +1,5 @@
-"""Reading the CUDA kernels' machine code (SASS) without a GPU: compile csrc/cuda/lif_cuda.cu
-with nvcc as setup.py does, dump it with cuobjdump, and find each kernel's time loop.
+"""Reading the CUDA kernels' machine code (SASS) without a GPU: compile csrc/cuda's sources
+with nvcc as setup.py does, dump them with cuobjdump, and find each kernel's time loop.
 
 Used by benchmarks/sass_report.py (instructions per element and step, against the device's
 issue rate) and by tests/test_cuda_compile.py (access widths, no division for a power-of-two
@@ -65,17 +65,54 @@ def compile_object(cu: Path, out: Path, arch: str = "sm_90", nvcc: Optional[str]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def dump_sass(obj: Path, cuobjdump: Optional[str] = None) -> str:
-    return subprocess.run([cuobjdump or find_cuobjdump(), "-sass", str(obj)],
-                          capture_output=True, text=True, timeout=300, check=True).stdout
+def cuda_sources() -> List[Path]:
+    """setup.py's sources of tssd_fast._C_cuda: the kernels, one translation unit per storage
+    type (lif_cuda_<dtype>.cu), and the host code that dispatches and registers them (.cpp)."""
+    return sorted((CSRC / "cuda").glob("*.cu")) + sorted((CSRC / "cuda").glob("*.cpp"))
 
 
-def registers(obj: Path, cuobjdump: Optional[str] = None) -> Dict[str, int]:
-    """Registers per thread of every function (mangled name -> REG), from cuobjdump -res-usage."""
-    text = subprocess.run([cuobjdump or find_cuobjdump(), "-res-usage", str(obj)],
-                          capture_output=True, text=True, timeout=300, check=True).stdout
-    return {m.group(1): int(m.group(2))
-            for m in re.finditer(r"Function (\S+?):\s*\n\s*REG:(\d+)", text)}
+def compile_objects(out_dir: Path, sources: Optional[List[Path]] = None, arch: str = "sm_90",
+                    nvcc: Optional[str] = None, jobs: Optional[int] = None
+                    ) -> Dict[Path, subprocess.CompletedProcess]:
+    """compile_object for each source (default: cuda_sources()) into out_dir/<stem>.o, `jobs`
+    at a time (default: one per core), as a parallel build would."""
+    from concurrent.futures import ThreadPoolExecutor
+    sources = cuda_sources() if sources is None else sources
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        procs = pool.map(lambda src: compile_object(src, out_dir / f"{src.stem}.o", arch, nvcc),
+                         sources)
+        return dict(zip(sources, procs))
+
+
+def _paths(objs) -> List[str]:
+    return [str(objs)] if isinstance(objs, (str, Path)) else [str(o) for o in objs]
+
+
+def dump_sass(objs, cuobjdump: Optional[str] = None) -> str:
+    """The SASS of one object file or of several (concatenated)."""
+    return "".join(subprocess.run([cuobjdump or find_cuobjdump(), "-sass", path],
+                                  capture_output=True, text=True, timeout=300, check=True).stdout
+                   for path in _paths(objs) if _has_device_code(path, cuobjdump))
+
+
+def _has_device_code(path: str, cuobjdump: Optional[str] = None) -> bool:
+    """cuobjdump fails on an object without device code (the host-only .cpp)."""
+    return subprocess.run([cuobjdump or find_cuobjdump(), "-lelf", path],
+                          capture_output=True, text=True, timeout=60).returncode == 0
+
+
+def registers(objs, cuobjdump: Optional[str] = None) -> Dict[str, int]:
+    """Registers per thread of every function (mangled name -> REG), from cuobjdump -res-usage,
+    over one object file or several."""
+    out: Dict[str, int] = {}
+    for path in _paths(objs):
+        if not _has_device_code(path, cuobjdump):
+            continue
+        text = subprocess.run([cuobjdump or find_cuobjdump(), "-res-usage", path],
+                              capture_output=True, text=True, timeout=300, check=True).stdout
+        out.update({m.group(1): int(m.group(2))
+                    for m in re.finditer(r"Function (\S+?):\s*\n\s*REG:(\d+)", text)})
+    return out
 
 
 def resident_threads(regs: int, block: int = 256, regs_per_sm: int = 65536,

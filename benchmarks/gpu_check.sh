@@ -18,7 +18,8 @@
 # pytest-xdist), GPU_CHECK_TESTS (test files, default tests), TORCH_CUDA_ARCH_LIST (setup.py's
 # default "8.0;9.0"), GPU_CHECK_BENCH_ARGS (arguments for lif_throughput.py), GPU_CHECK_BENCH2_ARGS
 # (a second lif_throughput.py run, e.g. --neuron sj, logged to bench.log too),
-# GPU_CHECK_TRAIN_ARGS (arguments for train_step.py, default --quick --cuda-graphs).
+# GPU_CHECK_TRAIN_ARGS (arguments for train_step.py, default --quick --cuda-graphs),
+# GPU_CHECK_OVERHEAD_CPU=0 (the overhead phase times the CUDA path only).
 # The device tool returns at most 8 files from $OUT.
 set -u
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -103,9 +104,10 @@ phase_test() {
     "$PY" -m pytest -p no:cacheprovider "${xdist[@]}" -rfEs --durations=15 -q ${GPU_CHECK_TESTS:-tests}
 }
 
-phase_overhead() {  # per-call host cost through LIFNode, CPU and CUDA
+phase_overhead() {  # per-call host cost through LIFNode, CUDA (and CPU unless GPU_CHECK_OVERHEAD_CPU=0)
   cd "$REPO" || return 1
-  "$PY" benchmarks/op_overhead.py --device cuda && "$PY" benchmarks/op_overhead.py --device cpu
+  "$PY" benchmarks/op_overhead.py --device cuda || return 1
+  [ "${GPU_CHECK_OVERHEAD_CPU:-1}" = 0 ] || "$PY" benchmarks/op_overhead.py --device cpu
 }
 
 phase_trainstep() {  # whole TSSD training step per neuron, eager and CUDA-graph replay

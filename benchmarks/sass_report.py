@@ -1,6 +1,6 @@
 """What the CUDA kernels ask of the GPU, read from their machine code (no GPU needed).
 
-Compiles csrc/cuda/lif_cuda.cu for sm_90 with setup.py's flags (or reads --object), finds each
+Compiles csrc/cuda/*.cu for sm_90 with setup.py's flags (or reads --object), finds each
 16-byte kernel's time loop in the SASS, and reports for the neurons that matter (the TSSD
 paper's and SpikingJelly's default) per dtype and direction:
 
@@ -21,7 +21,7 @@ The device figures (SMs, clock, copy bandwidth) default to the H200 run of 2026-
 = 33.4 T thread-instructions/s against 4.21 TB/s, i.e. 7.9 instructions per byte at best.
 This is a static count: it says what each step costs to issue, not how fast a kernel runs.
 
-    python benchmarks/sass_report.py            # compile (about 40 s) and print the table
+    python benchmarks/sass_report.py            # compile (about 40 s on 2 cores), print the table
     python benchmarks/sass_report.py --all      # every 16-byte kernel, not just the two neurons
     python benchmarks/sass_report.py --triton   # the Triton kernels of the two neurons instead
                                                 # (compiled by Triton for sm_90, no GPU needed)
@@ -131,7 +131,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("--object", type=Path, help="read this compiled object instead of compiling")
+    ap.add_argument("--object", type=Path, nargs="+",
+                    help="read these compiled objects instead of compiling")
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--all", action="store_true", help="every 16-byte static-flag kernel")
     ap.add_argument("--triton", action="store_true",
@@ -151,17 +152,19 @@ def main(argv=None) -> int:
               "cuobjdump)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
-        obj = args.object
-        if obj is None:
-            obj = Path(tmp) / "lif_cuda.o"
-            print(f"compiling {_sass.CSRC / 'cuda' / 'lif_cuda.cu'} for {args.arch} ...",
+        objs = args.object
+        if not objs:
+            sources = [src for src in _sass.cuda_sources() if src.suffix == ".cu"]
+            print(f"compiling {', '.join(src.name for src in sources)} for {args.arch} ...",
                   file=sys.stderr)
-            proc = _sass.compile_object(_sass.CSRC / "cuda" / "lif_cuda.cu", obj, args.arch)
-            if proc.returncode != 0:
-                print(proc.stderr[-4000:], file=sys.stderr)
-                return 1
-        kernels = _sass.kernels(_sass.dump_sass(obj))
-        regs = _sass.registers(obj)
+            procs = _sass.compile_objects(Path(tmp), sources, args.arch)
+            for src, proc in procs.items():
+                if proc.returncode != 0:
+                    print(f"{src.name}:\n{proc.stderr[-4000:]}", file=sys.stderr)
+                    return 1
+            objs = [Path(tmp) / f"{src.stem}.o" for src in sources]
+        kernels = _sass.kernels(_sass.dump_sass(objs))
+        regs = _sass.registers(objs)
     table, budget = rows(kernels, args, regs)
     return print_table(table, budget, args, "CUDA")
 

@@ -1,5 +1,5 @@
 // Host side of the fused LIF op, shared by the CPU kernel (csrc/cpu/lif_cpu.cpp) and the CUDA
-// kernel (csrc/cuda/lif_cuda.cu): argument checks, the memory-order handling, output allocation.
+// kernel (csrc/cuda/lif_cuda.cpp): argument checks, the memory-order handling, output allocation.
 // A device file only supplies the two launchers that run the recurrence over flat [T, N] memory.
 //
 // Memory order: the neuron is elementwise over the non-time dims, so the op runs in x's own
@@ -282,7 +282,7 @@ inline std::tuple<at::Tensor, at::Tensor> lif_backward_host(
 }
 
 // The device kernels as registered: a device check, then the shared host path with the device's
-// launchers and allocator (csrc/cpu/lif_cpu.cpp and csrc/cuda/lif_cuda.cu instantiate these).
+// launchers and allocator (csrc/cpu/lif_cpu.cpp and csrc/cuda/lif_cuda.cpp instantiate these).
 template <c10::DeviceType D>
 void check_device(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().type() == D, "tssd_fast: ", name, " must be a ", c10::DeviceTypeName(D),

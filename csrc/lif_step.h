@@ -1,5 +1,5 @@
 // The per-step math of the LIF neuron: the ONE source of truth shared by the CPU kernel
-// (csrc/cpu/lif_cpu.cpp), the CUDA kernels (csrc/cuda/lif_cuda.cu) and the CuPy/NVRTC path.
+// (csrc/cpu/lif_cpu.cpp), the CUDA kernels (csrc/cuda/lif_kernels.cuh) and the CuPy/NVRTC path.
 // Semantics: docs/NEURON.md (SpikingJelly's LIFNode). Operation order mirrors the torch
 // reference (tssd_fast/ops/reference.py) so that fp32 spikes are bitwise equal to it:
 // the forward uses only +, -, / and products with an exact 0/1 spike, so FMA contraction

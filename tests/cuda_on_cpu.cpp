@@ -73,7 +73,7 @@ void with_params(const LIFParams<A>& p, int static_flags, F&& f) {
 }
 
 // The two widths the CUDA launchers use: 16 bytes of storage (flags static or run-time, as
-// asked), and 1 (flags run-time only, as in lif_cuda.cu).
+// asked), and 1 (flags run-time only, as in lif_launch.cuh).
 template <typename S, typename A, typename F>
 void with_vec_and_params(int vec, const LIFParams<A>& p, int static_flags, F&& f) {
   constexpr int kVec16 = static_cast<int>(16 / sizeof(S));

@@ -1,5 +1,6 @@
-"""The CUDA sources compile without a GPU: every csrc/cuda/*.cu with nvcc -arch=sm_90 against
-torch's headers (setup.py's flags), and the CuPy path's NVRTC source, assembled for each dtype
+"""The CUDA sources compile without a GPU: every source of tssd_fast._C_cuda (csrc/cuda/*.cu and
+*.cpp) with nvcc -arch=sm_90 against torch's headers (setup.py's flags), their objects resolve
+each other's symbols, and the CuPy path's NVRTC source, assembled for each dtype
 and flag set, with nvcc as a proxy for NVRTC (and with NVRTC itself when libnvrtc is found).
 Skipped, with the reason, when nvcc (or libnvrtc) is not on this machine."""
 import ctypes
@@ -7,6 +8,7 @@ import ctypes.util
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,23 +39,70 @@ KEYS = [
 
 
 def test_there_are_cuda_sources():
-    assert "lif_cuda.cu" in [p.name for p in CU_FILES]
+    names = [p.name for p in CU_FILES]
+    assert names == sorted(f"lif_cuda_{d}.cu" for d in ("bf16", "fp16", "fp32", "fp64")), names
+    assert (CSRC / "cuda" / "lif_cuda.cpp").is_file()
+    assert [p.name for p in _sass.cuda_sources()] == names + ["lif_cuda.cpp"]
     assert (CSRC / "cuda" / "lif_kernels.cuh").is_file()
 
 
+@pytest.fixture(scope="module")
+def objects(tmp_path_factory):
+    """setup.py's sources of tssd_fast._C_cuda compiled for sm_90, in parallel as a build would:
+    {source: (object path, nvcc's CompletedProcess)}."""
+    out = tmp_path_factory.mktemp("cuda_objects")
+    procs = _sass.compile_objects(out, nvcc=NVCC)
+    return {src: (out / f"{src.stem}.o", proc) for src, proc in procs.items()}
+
+
 @needs_nvcc
-@pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: p.name)
-def test_cu_file_compiles_for_sm90(cu, tmp_path):
-    proc = _sass.compile_object(cu, tmp_path / "out.o", nvcc=NVCC)
+@pytest.mark.parametrize("src", _sass.cuda_sources(), ids=lambda p: p.name)
+def test_cuda_source_compiles_for_sm90(src, objects):
+    obj, proc = objects[src]
     assert proc.returncode == 0, proc.stderr[-6000:]
-    assert (tmp_path / "out.o").stat().st_size > 0
-    if cu.name == "lif_cuda.cu" and CUOBJDUMP is not None:
-        kernels = _sass.kernels(_sass.dump_sass(tmp_path / "out.o", CUOBJDUMP))
-        regs = _sass.registers(tmp_path / "out.o", CUOBJDUMP)
-        assert all(0 < regs.get(k.mangled, 0) <= 255 for k in kernels)
-        _check_128_bit_accesses(kernels)
-        _check_tau_division(kernels)
-        _check_sass_report(kernels, regs)
+    assert obj.stat().st_size > 0
+
+
+@needs_nvcc
+def test_the_objects_link_each_others_symbols(objects):
+    """What one translation unit of _C_cuda uses from ours (tssd_fast::...) another defines:
+    the dtype dispatch in lif_cuda.cpp finds every dtype's launchers, the launchers find the
+    launch shape. (The link of the extension happens only on a CUDA build.)"""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) not found")
+    assert all(proc.returncode == 0 for _, proc in objects.values())
+    defined, wanted = set(), {}
+    for src, (obj, _) in objects.items():
+        for line in subprocess.run([nm, "-C", str(obj)], capture_output=True, text=True,
+                                   check=True).stdout.splitlines():
+            kind, name = (line[17:18], line[19:]) if line[:1] != " " else ("U", line[19:])
+            if "tssd_fast::" not in name:
+                continue
+            if kind == "U":
+                wanted.setdefault(name, src.name)
+            elif kind in "TtWw":
+                defined.add(name)
+    missing = {name: src for name, src in wanted.items() if name not in defined}
+    assert not missing, missing
+    typed = [n for n in wanted if "launch_forward_typed<" in n or "launch_backward_typed<" in n]
+    assert len(typed) == 8, typed  # 4 storage types x 2 directions, called by lif_cuda.cpp
+
+
+@needs_nvcc
+def test_kernels_machine_code(objects):
+    """Every 16-byte kernel's accesses, the tau division, and the SASS report over the kernels
+    of all four storage types' objects."""
+    if CUOBJDUMP is None:
+        pytest.skip("cuobjdump not found (CUDA toolkit, or triton's wheel)")
+    objs = [obj for src, (obj, _) in objects.items() if src.suffix == ".cu"]
+    kernels = _sass.kernels(_sass.dump_sass(objs, CUOBJDUMP))
+    regs = _sass.registers(objs, CUOBJDUMP)
+    assert {k.storage for k in kernels} == {"fp32", "fp64", "fp16", "bf16"}
+    assert all(0 < regs.get(k.mangled, 0) <= 255 for k in kernels)
+    _check_128_bit_accesses(kernels)
+    _check_tau_division(kernels)
+    _check_sass_report(kernels, regs)
 
 
 def _check_128_bit_accesses(kernels):

@@ -1,6 +1,7 @@
 // CUDA kernels of the fused multi-step LIF op, shared by two builds:
-//   - the torch extension tssd_fast._C_cuda (csrc/cuda/lif_cuda.cu, nvcc, --fmad=false), which
-//     wraps the bodies below in __global__ templates;
+//   - the torch extension tssd_fast._C_cuda (csrc/cuda/lif_launch.cuh, compiled per storage type
+//     in lif_cuda_<dtype>.cu by nvcc, --fmad=false), which wraps the bodies below in __global__
+//     templates;
 //   - the CuPy path (tssd_fast/ops/cupy_lif.py, NVRTC at run time): this file with lif_step.h
 //     inlined, after a preamble that #defines the dtype and flags (LIF_STORAGE_T, LIF_ACC_T,
 //     LIF_MATH_FLAGS, LIF_SURROGATE) and LIF_NVRTC_ENTRY_POINTS, which instantiates the

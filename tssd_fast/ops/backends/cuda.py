@@ -1,4 +1,4 @@
-"""Backend 'cuda': the compiled CUDA kernel (csrc/cuda/lif_cuda.cu), registered for the CUDA
+"""Backend 'cuda': the compiled CUDA kernels (csrc/cuda/), registered for the CUDA
 dispatch key of the op in the module tssd_fast._C_cuda (built by setup.py with nvcc)."""
 import torch
 

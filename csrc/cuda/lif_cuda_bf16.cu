@@ -1,0 +1,9 @@
+// The CUDA kernels and launchers of bf16 storage (lif_launch.cuh), in a translation unit of
+// their own so that the build compiles each storage type's kernels in parallel.
+#include "lif_launch.cuh"
+
+namespace tssd_fast {
+namespace cuda {
+TSSD_FAST_CUDA_LAUNCHERS(, at::BFloat16)
+}  // namespace cuda
+}  // namespace tssd_fast
