@@ -65,8 +65,9 @@ def _extensions():
     os.environ.setdefault("MAX_JOBS", str(_default_max_jobs()))
     # Same flags as the JIT build in tssd_fast/ops/_ext.py. No -ffast-math: it would change results;
     # -fno-trapping-math changes none (it lets FP selects vectorize) and -ffp-contract=off keeps
-    # every product rounded as in the reference.
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"]
+    # every product rounded as in the reference. No -std: torch's build adds the C++ standard its
+    # headers need (C++20 since torch 2.13; torch 2.14's headers do not compile as C++17).
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"]
     exts = [CppExtension(
         "tssd_fast._C",
         # the op (schema, autograd, registration) and its CPU kernel; relative paths:
@@ -93,9 +94,9 @@ def _extensions():
             sources=cuda_sources,
             include_dirs=[str(CSRC)],
             extra_compile_args={
-                "cxx": ["-O3", "-std=c++17"],
+                "cxx": ["-O3"],
                 # --fmad=false: no FMA contraction, so spikes match the reference bitwise.
-                "nvcc": ["-O3", "-std=c++17", "--fmad=false", "-lineinfo"],
+                "nvcc": ["-O3", "--fmad=false", "-lineinfo"],
             },
         ))
     return exts, {"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)}

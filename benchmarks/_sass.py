@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 
-# setup.py's nvcc flags, and the define a CPU-only torch wheel needs (it lacks the generated
-# c10/cuda/impl/cuda_cmake_macros.h).
-NVCC_FLAGS = ["-O3", "-std=c++17", "--fmad=false", "-lineinfo",
+# setup.py's nvcc flags with the C++ standard torch's build adds (C++20 since torch 2.13), and
+# the define a CPU-only torch wheel needs (it lacks the generated c10/cuda/impl/cuda_cmake_macros.h).
+NVCC_FLAGS = ["-O3", "-std=c++20", "--fmad=false", "-lineinfo",
               "-DTORCH_EXTENSION_NAME=_C_cuda", "-Xcompiler", "-fPIC",
               "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE"]
 

@@ -14,7 +14,10 @@
 // when a gradient is needed, and runs in C++: no Python runs between a user's call and the kernel.
 // Narrow headers on purpose: <torch/extension.h> (all of torch's C++ API) doubles the compile
 // time of this file, the longest of the CPU build.
+#include <ATen/core/LegacyTypeDispatch.h>  // AutoDispatchBelowADInplaceOrView
+#include <ATen/core/List.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/utils/pybind.h>
 #include <torch/library.h>

@@ -73,7 +73,8 @@ def _jit_cpu():
         name=name,
         sources=[str(src / "lif_op.cpp"), str(src / "cpu" / "lif_cpu.cpp")],
         extra_include_paths=[str(src)],
-        extra_cflags=["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"],  # as setup.py
+        # as setup.py (no -std: torch adds the standard its headers need)
+        extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"],
         extra_ldflags=["-fopenmp"],
         verbose=os.environ.get("TSSD_FAST_VERBOSE_BUILD", "0") == "1",
     )
