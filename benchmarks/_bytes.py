@@ -9,15 +9,17 @@ bandwidth; dividing that by the copy bandwidth of the device gives "% of the mac
 For x [T, N] in a storage dtype of `io_bytes` bytes per element (4 fp32, 2 bf16/fp16), and the
 neuron state in the compute dtype (`state_bytes`: 4, or 8 for float64):
 
-    infer (forward, no grad):  read x, read v0 [N], write spikes, write v_last [N]
+    infer (forward, no grad):  read x, [read v0 [N]], write spikes, write v_last [N]
     fwd   (forward, training): infer + write what backward needs ("saved"):
                                window bits (Rect + soft reset): ceil(T/8) * N bytes (uint8 rows)
                                otherwise H in the compute dtype: T * N * state_bytes
     bwd   (backward):          read grad_spikes, read saved, write grad_x
     train (forward+backward):  fwd + bwd
 
-The gradients of v0 / v_last are not counted: the benchmarks start from the default state and
-use only the spikes, so no implementation has to produce or consume them.
+v0 is read only when the call starts from a state tensor (reads_v0=True). The benchmarks start
+every call from the default state, a number (LIFNode after reset(); the op's v_init), so no
+implementation has to read a v0 there. Likewise the gradients of v0 / v_last are not counted:
+the benchmarks use only the spikes, so no implementation has to produce or consume them.
 """
 from typing import Dict
 
@@ -33,7 +35,7 @@ def saved_bytes(T: int, N: int, saves_bits: bool, state_bytes: int = 4) -> int:
 
 
 def lif_bytes(mode: str, T: int, N: int, io_bytes: int, saves_bits: bool,
-              state_bytes: int = 4, breakdown: bool = False):
+              state_bytes: int = 4, breakdown: bool = False, reads_v0: bool = False):
     """Minimal bytes moved by one LIF call of `mode` ('infer', 'fwd', 'bwd' or 'train') over
     x [T, N] (see the module docstring for the model).
 
@@ -42,6 +44,7 @@ def lif_bytes(mode: str, T: int, N: int, io_bytes: int, saves_bits: bool,
         saves_bits: True when backward needs only the Rect window bit (Rect + soft reset).
         state_bytes: bytes per element of v0 / v_last and of a saved H (the compute dtype).
         breakdown: return a dict {term: bytes} instead of the total.
+        reads_v0: the call starts from a state tensor v0 [N] (not from the default state).
 
     Returns:
         The total number of bytes (int), or the per-term dict when breakdown=True.
@@ -55,8 +58,9 @@ def lif_bytes(mode: str, T: int, N: int, io_bytes: int, saves_bits: bool,
     saved = saved_bytes(T, N, saves_bits, state_bytes)
     terms: Dict[str, int] = {}
     if mode in ("infer", "fwd", "train"):
-        terms.update({"read x": seq, "read v0": N * state_bytes, "write spikes": seq,
-                      "write v_last": N * state_bytes})
+        terms.update({"read x": seq, "write spikes": seq, "write v_last": N * state_bytes})
+        if reads_v0:
+            terms["read v0"] = N * state_bytes
     if mode in ("fwd", "train"):
         terms["write saved"] = saved
     if mode in ("bwd", "train"):
@@ -64,8 +68,9 @@ def lif_bytes(mode: str, T: int, N: int, io_bytes: int, saves_bits: bool,
     return terms if breakdown else sum(terms.values())
 
 
-LEGEND = ("bytes = the minimum traffic of the mode, each tensor once: infer = read x + v0, write "
-          "spikes + v_last; train = that + write saved + read grad_spikes + read saved + write "
-          "grad_x; saved = Rect window bits ceil(T/8)*N bytes (Rect + soft reset) else H fp32 "
-          "T*N*4 bytes. GB/s = bytes / median time; %copy = GB/s over the copy bandwidth "
-          "(read + write of a large tensor copy) measured in the same run.")
+LEGEND = ("bytes = the minimum traffic of the mode, each tensor once, from the default state "
+          "(no v0 to read): infer = read x, write spikes + v_last; train = that + write saved + "
+          "read grad_spikes + read saved + write grad_x; saved = Rect window bits ceil(T/8)*N "
+          "bytes (Rect + soft reset) else H fp32 T*N*4 bytes. GB/s = bytes / median time; "
+          "%copy = GB/s over the copy bandwidth (read + write of a large tensor copy) measured "
+          "in the same run.")

@@ -15,7 +15,8 @@ p20 / p80 of per-call times after warm-up (perf_counter on CPU; CUDA events with
 flushed before each call on GPU), input sets rotated so their data is not in cache.
 
 Columns: GB/s is the effective bandwidth of the bytes the mode must move (benchmarks/_bytes.py:
-x, spikes, v0/v_last, saved tensors and gradients, each once), %copy its ratio to the copy
+x, spikes, v_last, saved tensors and gradients, each once; every call starts from the default
+state, so there is no v0 to read), %copy its ratio to the copy
 bandwidth measured in the same run; speedup = reference median / provider median; saved = bytes
 autograd keeps for backward (unique storages, the input excluded); peak = extra CUDA memory at
 the peak of one call (GPU only).
@@ -399,8 +400,11 @@ def _memory_phrase(ratios: List[float]) -> str:
 def _bandwidth_phrase(best: dict) -> str:
     """The provider's best share of copy bandwidth, and what that leaves: no implementation of
     the op, moving at least its minimum bytes, can be more than 100 / %copy times faster than
-    it there (the bound a speedup target against this provider has to fit under)."""
+    it there (the bound a speedup target against this provider has to fit under). Above 100%,
+    part of the traffic came from cache, and the copy bandwidth bounds nothing."""
     pct = best["pct_copy_bw"]
+    if pct >= 100:  # part of the traffic hit cache: copy bandwidth bounds nothing there
+        return f"up to {_pct(pct)} of copy bandwidth (part of it from cache)"
     return (f"up to {_pct(pct)} of copy bandwidth ({best['dtype']} T={best['T']}: no kernel "
             f"can beat it by more than {100 / pct:.2f}x there)")
 
