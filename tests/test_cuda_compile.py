@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tssd_fast.ops import cupy_lif
-from tssd_fast.ops.config import LIFConfig
+from tssd_fast.ops.config import SAVE_BITS, SAVE_H, LIFConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -186,7 +186,7 @@ def test_nvrtc_sources_compile_with_nvcc(tmp_path):
         ptx = ptx_path.read_text()
         assert _entries(ptx) == set(cupy_lif.kernel_names(key)), key
         f64 = key[0] == "float64"
-        fwd = _entry_body(ptx, cupy_lif.fwd_kernel_name(4, cupy_lif.SAVE_H))
+        fwd = _entry_body(ptx, cupy_lif.fwd_kernel_name(4, SAVE_H))
         assert "fma." not in fwd, (key, "FMA contraction in forward")
         assert (".ftz" not in fwd), (key, "flush-to-zero in forward")
         # a / tau: correctly rounded division, or a multiply by 1/tau for a power-of-two tau
@@ -195,7 +195,7 @@ def test_nvrtc_sources_compile_with_nvcc(tmp_path):
         if key[0] == "float32":
             assert "ld.global.nc.v4.f32" in fwd and "st.global.v4.f32" in fwd, key
         if key[0] in ("float16", "bfloat16"):  # 16 bytes = 8 elements, moved as 4 words
-            fwd8 = _entry_body(ptx, cupy_lif.fwd_kernel_name(8, cupy_lif.SAVE_BITS))
+            fwd8 = _entry_body(ptx, cupy_lif.fwd_kernel_name(8, SAVE_BITS))
             assert re.search(r"ld\.global\.nc\.v4\.[ub]32", fwd8), key
             assert re.search(r"st\.global\.v4\.[ub]32", fwd8), key
         _check_launch_arguments(ptx, key)

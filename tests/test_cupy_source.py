@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tssd_fast.ops import cupy_lif, kernel_sources
-from tssd_fast.ops.config import LIFConfig, tau_is_pow2
+from tssd_fast.ops.config import SAVE_BITS, SAVE_H, SAVE_NONE, LIFConfig, tau_is_pow2
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +120,7 @@ def test_kernel_names_cover_every_launch():
                                                          torch.bfloat16)))
     assert {cupy_lif.fwd_kernel_name(8, 2), cupy_lif.bwd_kernel_name(8, True)} <= half
     for vec in cupy_lif.VECS:
-        for save in (cupy_lif.SAVE_NONE, cupy_lif.SAVE_H, cupy_lif.SAVE_BITS):
+        for save in (SAVE_NONE, SAVE_H, SAVE_BITS):
             assert cupy_lif.fwd_kernel_name(vec, save) in names
         assert cupy_lif.bwd_kernel_name(vec, True) in names
         assert cupy_lif.bwd_kernel_name(vec, False) in names

@@ -98,6 +98,25 @@ class LIFConfig:
                     detach_reset=bool(self.detach_reset))
 
 
+# What a forward launch saves for backward: the kernels' SAVE parameter (kSaveNone, kSaveH,
+# kSaveBits in csrc/cuda/lif_kernels.cuh), shared by the Python launchers (Triton, CuPy).
+SAVE_NONE, SAVE_H, SAVE_BITS = 0, 1, 2
+
+
+def save_mode(h_saved, bits) -> int:
+    """The kernels' SAVE for a forward launch with these optional outputs (H, window bits)."""
+    return SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
+
+
+def backward_reads_bits(h_saved, bits, backend: str) -> bool:
+    """Whether a backward launch reads the window bits (True) or H (False); an error when
+    forward saved neither."""
+    if bits is None and h_saved is None:
+        raise RuntimeError(f"tssd_fast {backend} backend: backward needs the saved H or window "
+                           f"bits")
+    return bits is not None
+
+
 def window_bits_saved(flags: int) -> bool:
     """Whether a neuron with the op's `flags` saves the Rect window bits for backward (Rect +
     soft reset: backward needs only the window bit, not H)."""

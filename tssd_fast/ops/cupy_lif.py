@@ -34,9 +34,8 @@ import torch
 
 from . import _ext
 from .config import (FLAG_DECAY_INPUT, FLAG_DETACH_RESET, FLAG_HARD_RESET, LIFConfig,
-                     tau_is_pow2, window_rows)
+                     backward_reads_bits, save_mode, tau_is_pow2, window_rows)
 
-SAVE_NONE, SAVE_H, SAVE_BITS = 0, 1, 2
 THREADS = 256  # tssd_fast::cuda::kThreads
 VECS = (4, 2, 1)  # every dtype; 16-bit storage also has 8 (vecs())
 # -default-device: lif_step.h's host-side make_lif_params is unannotated (NVRTC rejects host code).
@@ -345,7 +344,7 @@ def forward_launch(x, v0, spikes, v_last, v_seq, h_saved, bits, cfg: LIFConfig,
     es, ea = x.element_size(), v_last.element_size()
     vec = pick_vec(N, [(_ptr(x), es), (_ptr(spikes), es), (_ptr(v0), ea), (_ptr(v_last), ea),
                        (_ptr(v_seq), ea), (_ptr(h_saved), ea), (_ptr(bits), 1)], vecs(x.dtype))
-    save = SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
+    save = save_mode(h_saved, bits)
     args = tuple(np.uint64(_ptr(t)) for t in (x, v0, spikes, v_last, v_seq, h_saved, bits))
     args += (np.int64(T), np.int64(N)) + scalar_args(cfg, acc) + (_np_acc(acc)(v_init),)
     return fwd_kernel_name(vec, save), vec, args
@@ -357,9 +356,7 @@ def backward_launch(grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad
     import numpy as np
     T, N = grad_s.shape
     acc = grad_v0.dtype
-    use_bits = bits is not None
-    if not use_bits and h_saved is None:
-        raise RuntimeError("tssd_fast cupy backend: backward needs the saved H or window bits")
+    use_bits = backward_reads_bits(h_saved, bits, "cupy")
     if use_bits:
         h_saved = None
     _check(grad_s, grad_s, "grad_s")

@@ -26,7 +26,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .config import LIFConfig, tau_is_pow2
+from .config import LIFConfig, backward_reads_bits, save_mode, tau_is_pow2
 
 try:  # optional dependency
     import triton
@@ -37,7 +37,6 @@ except Exception as e:  # noqa: BLE001 - any import failure only disables this b
     tl = None
     _IMPORT_ERROR = e
 
-SAVE_NONE, SAVE_H, SAVE_BITS = 0, 1, 2
 AHEAD = 2  # rows in flight per input stream when a step loads one 16-byte row per thread
 
 
@@ -527,7 +526,7 @@ class TritonLauncher:
         for t, name in ((x, "x"), (v0, "v0"), (spikes, "spikes"), (v_last, "v_last"),
                         (v_seq, "v_seq"), (h_saved, "h_saved"), (bits, "bits")):
             _check(t, x, name)
-        save = SAVE_H if h_saved is not None else (SAVE_BITS if bits is not None else SAVE_NONE)
+        save = save_mode(h_saved, bits)
         block, warps = _launch_shape(N, x.dtype)
         k = _scalars(cfg, v_last.dtype)
         # Absent tensors: any valid pointer of the right dtype (never touched: constexpr off).
@@ -546,10 +545,7 @@ class TritonLauncher:
         T, N = grad_s.shape
         if T == 0 or N == 0:
             return
-        use_bits = bits is not None
-        if not use_bits and h_saved is None:
-            raise RuntimeError("tssd_fast triton backend: backward needs the saved H or window "
-                               "bits")
+        use_bits = backward_reads_bits(h_saved, bits, "triton")
         for t, name in ((grad_s, "grad_s"), (grad_v_seq, "grad_v_seq"),
                         (grad_v_last, "grad_v_last"), (h_saved, "h_saved"), (bits, "bits"),
                         (grad_x, "grad_x"), (grad_v0, "grad_v0")):
