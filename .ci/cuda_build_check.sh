@@ -45,10 +45,7 @@ links=(--find-links "$wheels")
 
 # a copy of the checkout (tracked files and untracked ones git does not ignore), so the build
 # leaves the checkout as it was
-mkdir "$work/src"
-(cd "$repo" && git ls-files -z --cached --others --exclude-standard \
-   | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
-   | tar --null -T - -cf -) | tar -xf - -C "$work/src"
+bash "$repo/.ci/copy_checkout.sh" "$work/src"
 cd "$work/src"
 CUDA_HOME="$cuda_home" TORCH_CUDA_ARCH_LIST=9.0 "$work/venv/bin/python" setup.py -q build_ext --inplace \
   > "$work/build.log" 2>&1 || { tail -60 "$work/build.log"; echo "== CUDA build check: the build failed"; exit 1; }

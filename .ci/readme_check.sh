@@ -21,10 +21,7 @@ copy="$work/checkout"
 start=$(date +%s)
 
 # 1. the copy, committed in a throw-away repository so that `git status` can judge it
-mkdir -p "$copy"
-(cd "$repo" && git ls-files -z --cached --others --exclude-standard \
-   | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
-   | tar --null -T - -cf -) | tar -xf - -C "$copy"
+bash "$repo/.ci/copy_checkout.sh" "$copy"
 git -C "$copy" init -q
 git -C "$copy" add -A
 git -C "$copy" -c user.name=readme-check -c user.email=readme-check@localhost commit -qm snapshot
