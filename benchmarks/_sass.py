@@ -101,18 +101,24 @@ def _has_device_code(path: str, cuobjdump: Optional[str] = None) -> bool:
                           capture_output=True, text=True, timeout=60).returncode == 0
 
 
-def registers(objs, cuobjdump: Optional[str] = None) -> Dict[str, int]:
-    """Registers per thread of every function (mangled name -> REG), from cuobjdump -res-usage,
-    over one object file or several."""
-    out: Dict[str, int] = {}
+def resources(objs, cuobjdump: Optional[str] = None) -> Dict[str, Dict[str, int]]:
+    """Every function's resources (mangled name -> {'REG': registers per thread, 'STACK': stack
+    bytes per thread (spills), ...}) from cuobjdump -res-usage, over one object or several."""
+    out: Dict[str, Dict[str, int]] = {}
     for path in _paths(objs):
         if not _has_device_code(path, cuobjdump):
             continue
         text = subprocess.run([cuobjdump or find_cuobjdump(), "-res-usage", path],
                               capture_output=True, text=True, timeout=300, check=True).stdout
-        out.update({m.group(1): int(m.group(2))
-                    for m in re.finditer(r"Function (\S+?):\s*\n\s*REG:(\d+)", text)})
+        for m in re.finditer(r"Function (\S+?):\s*\n([^\n]*)", text):
+            out[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", m.group(2))}
     return out
+
+
+def registers(objs, cuobjdump: Optional[str] = None) -> Dict[str, int]:
+    """Registers per thread of every function (mangled name -> REG), from cuobjdump -res-usage,
+    over one object file or several."""
+    return {name: r["REG"] for name, r in resources(objs, cuobjdump).items() if "REG" in r}
 
 
 def resident_threads(regs: int, block: int = 256, regs_per_sm: int = 65536,
@@ -166,6 +172,35 @@ def kernels(sass: str) -> List[Kernel]:
         k.insns = [(int(a, 16), t) for a, t in _INSN_RE.findall(body)]
         out.append(k)
     return out
+
+
+# The CuPy/NVRTC entry points of lif_kernels.cuh (extern "C": lif_fwd_v{VEC}_s{SAVE},
+# lif_bwd_v{VEC}_b{BITS}); their module's dtype, flags and surrogate are not in the name.
+ENTRY_RE = re.compile(r"lif_(fwd|bwd)_v(\d+)_(?:s|b)(\d)\b")
+
+
+def entry_kernels(sass: str, storage: str, math_flags: int, surrogate: int) -> List[Kernel]:
+    """The Kernels of a module of NVRTC entry points (every flag static) for `storage`
+    ('fp32', 'bf16', ...), LIF_MATH_FLAGS `math_flags` and LIF_SURROGATE `surrogate`."""
+    out = []
+    for body in re.split(r"\n\s*Function : ", sass)[1:]:
+        head = body.split("\n", 1)[0].strip()
+        m = ENTRY_RE.fullmatch(head)
+        if m is None:
+            continue
+        fwd, third = m.group(1) == "fwd", int(m.group(3))
+        bits = not fwd and bool(third)
+        k = Kernel(head, "forward" if fwd else "backward", storage, int(m.group(2)),
+                   third if fwd else (0 if bits else surrogate), bits, 15, math_flags, body,
+                   mangled=head)
+        k.insns = [(int(a, 16), t) for a, t in _INSN_RE.findall(body)]
+        out.append(k)
+    return out
+
+
+def is_wide_store(op: str) -> bool:
+    """A 128-bit global store, with any cache modifier: STG.E.128, STG.E.EF.128, ..."""
+    return op.startswith("STG.") and op.endswith(".128")
 
 
 def opcode(insn: str) -> str:
@@ -249,7 +284,7 @@ def hot_loop(k: Kernel, nested: bool = False) -> Optional[LoopCount]:
     for head, end in candidates:
         ops = [opcode(t) for a, t in k.insns if head <= a <= end and not t.startswith("NOP")]
         mem = sum(o.startswith(("LDG", "STG")) for o in ops)
-        wide_stores = sum(o.startswith("STG.E.128") for o in ops)
+        wide_stores = sum(is_wide_store(o) for o in ops)
         if wide_stores == 0:
             continue
         key = (mem, len(ops))

@@ -39,6 +39,23 @@ inline unsigned int __float_as_uint(float f) {
   return u;
 }
 
+#ifdef LIF_TEST_PREFETCH
+// Built with the tuning switch LIF_L2_PREFETCH on: every L2 prefetch the bodies issue is
+// recorded, for the test to check which rows were prefetched (each beyond the first loads once,
+// nothing outside the inputs).
+#include <vector>
+static std::vector<uintptr_t> g_prefetches;
+inline void lif_emu_record_prefetch(const void* p) {
+  g_prefetches.push_back(reinterpret_cast<uintptr_t>(p));
+}
+#define LIF_HOST_PREFETCH(p) lif_emu_record_prefetch(p)
+extern "C" int64_t lif_emu_prefetch_count() { return static_cast<int64_t>(g_prefetches.size()); }
+extern "C" void lif_emu_prefetch_copy(uint64_t* out) {
+  for (size_t i = 0; i < g_prefetches.size(); ++i) out[i] = g_prefetches[i];
+}
+extern "C" void lif_emu_prefetch_clear() { g_prefetches.clear(); }
+#endif
+
 #include "../csrc/cuda/lif_kernels.cuh"
 
 using namespace tssd_fast;

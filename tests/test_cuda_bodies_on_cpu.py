@@ -10,19 +10,16 @@ surrogate / decay_input / detach_reset combination. fp16 converts with PTX only 
 the GPU tests. Outputs start as NaN (bits: 0xA5), so an element a body forgets fails.
 """
 import ctypes
-import shutil
-import subprocess
-from pathlib import Path
+from collections import Counter
 
 import pytest
 import torch
 
 from tssd_fast.ops.config import LIFConfig, window_rows
 from tssd_fast.ops.lif_op import op_overloads
+from _cuda_on_cpu import GXX, build
 from _reference64 import Neuron, all_neurons
 
-HERE = Path(__file__).resolve().parent
-GXX = shutil.which("g++")
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float64: 2}
 VEC16 = {torch.float32: 4, torch.bfloat16: 8, torch.float64: 2}
 SURROGATES = {"Rect": 0, "Sigmoid": 1, "ATan": 2}
@@ -32,17 +29,7 @@ pytestmark = pytest.mark.skipif(GXX is None, reason="g++ not found")
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cuda_on_cpu") / "cuda_on_cpu.so"
-    proc = subprocess.run([GXX, "-O0", "-std=c++17", "-ffp-contract=off", "-shared", "-fPIC",
-                           f"-I{HERE.parent / 'csrc'}", str(HERE / "cuda_on_cpu.cpp"), "-o",
-                           str(out)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    so = ctypes.CDLL(str(out))
-    i64, dbl, ptr, i32 = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int
-    so.lif_emu_forward.argtypes = [i32] * 4 + [ptr, ptr, dbl] + [ptr] * 5 + [i64, i64] + \
-        [dbl] * 4 + [i32] * 3
-    so.lif_emu_backward.argtypes = [i32] * 5 + [ptr] * 7 + [i64, i64] + [dbl] * 4 + [i32] * 3
-    return so
+    return build(tmp_path_factory.mktemp("cuda_on_cpu"))
 
 
 def _p(t):
@@ -102,6 +89,7 @@ def _run(lib, n, dtype, T, N, vec, static_flags, with_v0, store_v, with_gvs, see
                                 _p(e_gx), _p(e_gv0), T, N, tau, vth, vr, alpha, *flags) == 0
     _same(e_gx, gx, "grad_x")
     _same(e_gv0, gv0, "grad_v0")
+    return dict(x=x, grad_s=gs, grad_v_seq=gvs, h=None if bits_mode else saved)
 
 
 NEURONS = all_neurons()[::2] + [n for n in all_neurons(tau=1.7, v_threshold=0.6)[1::5]]
@@ -136,3 +124,45 @@ def test_vec1_fallback_runtime_flags(lib, n, dtype):
     # odd N: the launchers' VEC=1 kernel, flags read at run time
     _run(lib, n, dtype, T=5, N=37, vec=1, static_flags=0, with_v0=True, store_v=True,
          with_gvs=True)
+
+
+# The tuning switch LIF_L2_PREFETCH (benchmarks/cuda_variants.py): the same results, and the
+# prefetches land exactly on the rows the loads will want, each once, inside the inputs.
+@pytest.fixture(scope="module", params=[1, 4], ids=lambda d: f"prefetch{d}")
+def lib_prefetch(request, tmp_path_factory):
+    so = build(tmp_path_factory.mktemp(f"cuda_on_cpu_pf{request.param}"),
+                f"-DLIF_L2_PREFETCH={request.param}", "-DLIF_TEST_PREFETCH")
+    so.lif_emu_prefetch_count.restype = ctypes.c_int64
+    so.lif_emu_prefetch_copy.argtypes = [ctypes.c_void_p]
+    return so
+
+
+def _prefetched(lib):
+    out = torch.empty(lib.lif_emu_prefetch_count(), dtype=torch.int64)
+    lib.lif_emu_prefetch_copy(out.data_ptr())
+    lib.lif_emu_prefetch_clear()
+    return Counter(out.tolist())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("T", [1, 2, 3, 5, 9, 17])
+def test_l2_prefetch_switch_prefetches_each_later_row_once(lib_prefetch, dtype, T):
+    paper = Neuron(2.0, False, 1.0, None, "Rect", 1.0, False)
+    sj = Neuron(2.0, True, 1.0, 0.0, "Sigmoid", 4.0, False)
+    vec, N = VEC16[dtype], VEC16[dtype] * 300  # two blocks, the second one partly idle
+    for n, with_gvs in ((paper, False), (sj, True)):
+        lib_prefetch.lif_emu_prefetch_clear()
+        inputs = _run(lib_prefetch, n, dtype, T=T, N=N, vec=vec, static_flags=1, with_v0=False,
+                      store_v=False, with_gvs=with_gvs, seed=T)
+        got = _prefetched(lib_prefetch)
+
+        def rows(t, first, last):  # every thread's address in rows first .. last-1
+            return Counter(t.data_ptr() + (r * N + i) * t.element_size()
+                           for r in range(first, last) for i in range(0, N, vec))
+        # forward loads rows 0, 1 and prefetches 2 .. T-1; backward loads T-1, T-2 and
+        # prefetches T-3 .. 0 of every stream it reads (grad_s, + grad_v_seq, + H)
+        want = rows(inputs["x"], 2, T)
+        for name in ("grad_s", "grad_v_seq", "h"):
+            if inputs[name] is not None:
+                want += rows(inputs[name], 0, T - 2)
+        assert got == want, (str(n), T, sum(got.values()), sum(want.values()))

@@ -32,7 +32,20 @@ typedef unsigned short lif_u16;
 typedef unsigned int lif_u32;
 typedef long long lif_i64;
 
-constexpr int kThreads = 256;  // threads per block of every LIF kernel
+// Tuning switches, for benchmarks/cuda_variants.py to compile variants of these kernels and time
+// them on a GPU. The defaults are the build's kernels: every switch off, 256 threads.
+#ifndef LIF_THREADS
+#define LIF_THREADS 256  // threads per block (and the kernels' launch bound)
+#endif
+#ifndef LIF_L2_PREFETCH
+#define LIF_L2_PREFETCH 0  // >0: each step also prefetches into L2 the row that many steps
+#endif                     // beyond the one it loads (more bytes in flight, no registers)
+#ifndef LIF_STREAMING
+#define LIF_STREAMING 0  // 1: every global access evict-first (ld/st.global.cs)
+#endif
+
+constexpr int kThreads = LIF_THREADS;  // threads per block of every LIF kernel
+constexpr int kL2Prefetch = LIF_L2_PREFETCH;
 
 // What forward saves for backward (the op saves H, or the Rect window bits, or nothing).
 enum SaveMode : int { kSaveNone = 0, kSaveH = 1, kSaveBits = 2 };
@@ -95,13 +108,77 @@ struct alignas(sizeof(T) * VEC) Vec {
   T v[VEC];
 };
 
+// With a tuning switch on, rows move as words through intrinsics: __ldcs / __stcs (evict-first)
+// for LIF_STREAMING; __ldg for LIF_L2_PREFETCH, whose asm statement would otherwise stop the
+// compiler from proving the inputs read-only (plain LDG instead of LDG.CONSTANT).
+#if defined(__CUDA_ARCH__) && (LIF_STREAMING || LIF_L2_PREFETCH > 0)
+#define LIF_WORD_ACCESS 1
+// An unsigned type of B bytes (at most 16) that __ldg / __ldcs / __stcs take.
+template <int B>
+struct LifWord;
+template <>
+struct LifWord<1> {
+  typedef unsigned char type;
+};
+template <>
+struct LifWord<2> {
+  typedef unsigned short type;
+};
+template <>
+struct LifWord<4> {
+  typedef unsigned int type;
+};
+template <>
+struct LifWord<8> {
+  typedef uint2 type;
+};
+template <>
+struct LifWord<16> {
+  typedef uint4 type;
+};
+#else
+#define LIF_WORD_ACCESS 0
+#endif
+
 template <typename T, int VEC>
 __device__ __forceinline__ Vec<T, VEC> lif_vload(const T* p) {
+#if LIF_WORD_ACCESS
+  typedef typename LifWord<(sizeof(T) * VEC < 16 ? sizeof(T) * VEC : 16)>::type W;
+  Vec<T, VEC> v;
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(v) / sizeof(W)); ++i) {
+    reinterpret_cast<W*>(&v)[i] = LIF_STREAMING ? __ldcs(reinterpret_cast<const W*>(p) + i)
+                                                : __ldg(reinterpret_cast<const W*>(p) + i);
+  }
+  return v;
+#else
   return *reinterpret_cast<const Vec<T, VEC>*>(p);
+#endif
 }
 template <typename T, int VEC>
 __device__ __forceinline__ void lif_vstore(T* p, const Vec<T, VEC>& v) {
+#if LIF_WORD_ACCESS && LIF_STREAMING
+  typedef typename LifWord<(sizeof(T) * VEC < 16 ? sizeof(T) * VEC : 16)>::type W;
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(v) / sizeof(W)); ++i) {
+    __stcs(reinterpret_cast<W*>(p) + i, reinterpret_cast<const W*>(&v)[i]);
+  }
+#else
   *reinterpret_cast<Vec<T, VEC>*>(p) = v;
+#endif
+}
+
+// A hint to bring the line at p into L2 (kL2Prefetch). A CPU build of the bodies (the tests'
+// shim) may define LIF_HOST_PREFETCH(p) to see the addresses.
+template <typename T>
+__device__ __forceinline__ void lif_prefetch_l2(const T* p) {
+#if defined(__CUDA_ARCH__)
+  asm("prefetch.global.L2 [%0];" ::"l"(p));
+#elif defined(LIF_HOST_PREFETCH)
+  LIF_HOST_PREFETCH(p);
+#else
+  (void)p;
+#endif
 }
 
 // Two fp16 / bf16 in one 32-bit word (lo at the lower address) <-> two fp32 values. On sm_80+
@@ -223,6 +300,11 @@ __device__ __forceinline__ void lif_forward_loop(
   for (int j = 0; j < VEC; ++j) m[j] = 0;
   A x_next[VEC];
   lif_load_row<S, A, VEC>(x + n, x_next);
+  // (kL2Prefetch) step t prefetches row t + 1 + kL2Prefetch; rows 2 .. kL2Prefetch before.
+#pragma unroll
+  for (int r = 2; r <= kL2Prefetch; ++r) {
+    if (r < T) lif_prefetch_l2(x + r * N + n);
+  }
   lif_i64 off = n;
   // Steps in groups of 8, one window-bit byte per group: the byte's store runs once per group
   // instead of being predicated off in 7 steps of 8.
@@ -235,6 +317,9 @@ __device__ __forceinline__ void lif_forward_loop(
       // Step t+1's row, in flight during step t; at t = T-1 row t again (a cache hit), so
       // the load needs no predicate and xt no register copies.
       lif_load_row<S, A, VEC>(x + (t0 + k + 1 < T ? off + N : off), x_next);
+      if (kL2Prefetch > 0 && t0 + k + 1 + kL2Prefetch < T) {
+        lif_prefetch_l2(x + off + (1 + kL2Prefetch) * N);
+      }
       A st[VEC];
       Vec<A, VEC> ht;
 #pragma unroll
@@ -279,6 +364,15 @@ __device__ __forceinline__ void lif_forward_body(
   }
 }
 
+// Backward's rows at element offset `off` into L2: grad_s, + grad_v_seq, + H (kL2Prefetch).
+template <bool HAS_GVS, bool BITS, typename S, typename A>
+__device__ __forceinline__ void lif_prefetch_rows(const S* grad_s, const A* grad_v_seq,
+                                                  const A* h_saved, lif_i64 off) {
+  lif_prefetch_l2(grad_s + off);
+  if (HAS_GVS) lif_prefetch_l2(grad_v_seq + off);
+  if (!BITS) lif_prefetch_l2(h_saved + off);
+}
+
 // Backward (BPTT) over grad_s [T, N], from t = T-1 down to 0. BITS: the Rect + soft reset case,
 // reading the window bits instead of H (sg = alpha * bit). grad_v_seq [T, N] and grad_v_last [N]
 // may be null (no gradient). Writes grad_x [T, N] and grad_v0 [N]. Same layout rules as forward.
@@ -309,6 +403,12 @@ __device__ __forceinline__ void lif_backward_loop(
   } else {
     h_next = lif_vload<A, VEC>(h_saved + off);
   }
+  // (kL2Prefetch) step t prefetches the rows of step t - 1 - kL2Prefetch; T-3 .. T-1-kL2Prefetch
+  // before (the window bits, a byte per 8 steps, are left to the loads).
+#pragma unroll
+  for (int r = 2; r <= kL2Prefetch; ++r) {
+    if (r < T) lif_prefetch_rows<HAS_GVS, BITS>(grad_s, grad_v_seq, h_saved, off - r * N);
+  }
   // Byte rows from the last to the first; in row r, steps t = 8r + k for k = steps-1 .. 0.
   for (lif_i64 t0 = ((T - 1) >> 3) * 8; t0 >= 0; t0 -= 8) {
     const int steps = T - t0 < 8 ? static_cast<int>(T - t0) : 8;
@@ -328,6 +428,9 @@ __device__ __forceinline__ void lif_backward_loop(
       lif_load_row<S, A, VEC>(grad_s + prev, gs_next);
       if (HAS_GVS) gvs_next = lif_vload<A, VEC>(grad_v_seq + prev);
       if (!BITS) h_next = lif_vload<A, VEC>(h_saved + prev);
+      if (kL2Prefetch > 0 && t0 + k - 1 - kL2Prefetch >= 0) {
+        lif_prefetch_rows<HAS_GVS, BITS>(grad_s, grad_v_seq, h_saved, off - (1 + kL2Prefetch) * N);
+      }
       A gx[VEC];
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
@@ -393,6 +496,14 @@ __device__ __forceinline__ LIFNvrtcParams lif_nvrtc_params(
 }  // namespace cuda
 }  // namespace tssd_fast
 
+// LIF_MIN_BLOCKS (a tuning switch of the NVRTC build only): ask ptxas for that many resident
+// blocks per SM, i.e. at most 65536 / (LIF_MIN_BLOCKS * kThreads) registers per thread.
+#if defined(LIF_MIN_BLOCKS) && LIF_MIN_BLOCKS > 0
+#define LIF_NVRTC_BOUNDS __launch_bounds__(tssd_fast::cuda::kThreads, LIF_MIN_BLOCKS)
+#else
+#define LIF_NVRTC_BOUNDS __launch_bounds__(tssd_fast::cuda::kThreads)
+#endif
+
 #define LIF_NVRTC_SCALAR_ARGS                                                              \
   LIF_ACC_T tau, LIF_ACC_T inv_tau, LIF_ACC_T v_threshold, LIF_ACC_T v_reset,              \
       LIF_ACC_T alpha, LIF_ACC_T half_width, LIF_ACC_T atan_scale
@@ -401,7 +512,7 @@ __device__ __forceinline__ LIFNvrtcParams lif_nvrtc_params(
                                     atan_scale)
 
 #define LIF_NVRTC_FWD(VEC, SAVE)                                                               \
-  extern "C" __global__ void __launch_bounds__(tssd_fast::cuda::kThreads)                      \
+  extern "C" __global__ void LIF_NVRTC_BOUNDS                                                  \
       lif_fwd_v##VEC##_s##SAVE(                                                                \
           const LIF_STORAGE_T* __restrict__ x, const LIF_ACC_T* __restrict__ v0,              \
           LIF_STORAGE_T* __restrict__ spikes, LIF_ACC_T* __restrict__ v_last,                  \
@@ -413,7 +524,7 @@ __device__ __forceinline__ LIFNvrtcParams lif_nvrtc_params(
   }
 
 #define LIF_NVRTC_BWD(VEC, BITS)                                                               \
-  extern "C" __global__ void __launch_bounds__(tssd_fast::cuda::kThreads)                      \
+  extern "C" __global__ void LIF_NVRTC_BOUNDS                                                  \
       lif_bwd_v##VEC##_b##BITS(                                                                \
           const LIF_STORAGE_T* __restrict__ grad_s, const LIF_ACC_T* __restrict__ grad_v_seq,  \
           const LIF_ACC_T* __restrict__ grad_v_last, const LIF_ACC_T* __restrict__ h_saved,    \
@@ -431,22 +542,34 @@ __device__ __forceinline__ LIFNvrtcParams lif_nvrtc_params(
   LIF_NVRTC_FWD(VEC, 1)        \
   LIF_NVRTC_FWD(VEC, 2)
 
+// LIF_NVRTC_WIDE_ONLY (benchmarks/cuda_variants.py): only the 16-byte entry points (VEC 4 for
+// fp32, 8 for 16-bit storage), the ones the tuning sweep times; a quarter of the compile time.
+#ifndef LIF_NVRTC_WIDE_ONLY
+#define LIF_NVRTC_WIDE_ONLY 0
+#endif
+#define LIF_NVRTC_RECT_BITS (LIF_SURROGATE == 0 && !(LIF_MATH_FLAGS & 1))
+#if !LIF_NVRTC_WIDE_ONLY
 LIF_NVRTC_FWD_ALL(1)
 LIF_NVRTC_FWD_ALL(2)
-LIF_NVRTC_FWD_ALL(4)
 LIF_NVRTC_BWD(1, 0)
 LIF_NVRTC_BWD(2, 0)
-LIF_NVRTC_BWD(4, 0)
-#if LIF_SURROGATE == 0 && !(LIF_MATH_FLAGS & 1)
+#if LIF_NVRTC_RECT_BITS
 LIF_NVRTC_BWD(1, 1)
 LIF_NVRTC_BWD(2, 1)
+#endif
+#endif
+#if !LIF_NVRTC_WIDE_ONLY || !LIF_NVRTC_VEC8
+LIF_NVRTC_FWD_ALL(4)
+LIF_NVRTC_BWD(4, 0)
+#if LIF_NVRTC_RECT_BITS
 LIF_NVRTC_BWD(4, 1)
+#endif
 #endif
 // 16-bit storage: 8 elements = 16 bytes per thread and row, as the nvcc build.
 #if LIF_NVRTC_VEC8
 LIF_NVRTC_FWD_ALL(8)
 LIF_NVRTC_BWD(8, 0)
-#if LIF_SURROGATE == 0 && !(LIF_MATH_FLAGS & 1)
+#if LIF_NVRTC_RECT_BITS
 LIF_NVRTC_BWD(8, 1)
 #endif
 #endif
