@@ -5,7 +5,10 @@ to issue and how many threads it keeps resident; with one, how fast each runs.
 Every variant is csrc/cuda/lif_kernels.cuh's NVRTC module (the CuPy backend's source) with some
 tuning switches defined (see VARIANTS and the switches at the top of lif_kernels.cuh), compiled
 with nvcc for the device (sm_90 without one): the 16-byte entry points only
-(LIF_NVRTC_WIDE_ONLY). 'base' has every switch off: the kernels of the build.
+(LIF_NVRTC_WIDE_ONLY). 'base' has every switch off: the CuPy backend's kernels. Their math is
+the build's (tssd_fast._C_cuda: the same bodies, every flag static), their address arithmetic
+differs by a few instructions per step (the scalars come as arguments, not as one struct), so
+the GPU run also times the build's op ('op' row).
 
     python benchmarks/cuda_variants.py --static   # no GPU: compile (~1 s a module), then per
                                                   # variant and dtype: registers, stack (spills),
@@ -43,7 +46,7 @@ from tssd_fast.ops.config import FLAG_SAVE, SAVE_BITS, SAVE_H, memory_order, win
 
 # name -> (switches #defined before the source, what it tries)
 VARIANTS: Dict[str, Tuple[Dict[str, int], str]] = {
-    "base": ({}, "the build's kernels: 256 threads, one row in flight, plain loads and stores"),
+    "base": ({}, "every switch off: 256 threads, one row in flight, plain loads and stores"),
     "pf1": ({"LIF_L2_PREFETCH": 1}, "+ L2 prefetch of the row 1 step beyond the next"),
     "pf2": ({"LIF_L2_PREFETCH": 2}, "+ L2 prefetch 2 steps beyond the next"),
     "pf4": ({"LIF_L2_PREFETCH": 4}, "+ L2 prefetch 4 steps beyond the next"),
