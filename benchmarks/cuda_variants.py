@@ -305,13 +305,18 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--static", action="store_true", help="no GPU run: compile and count only")
-    ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help=f"comma list (base is always included): {', '.join(VARIANTS)}")
-    ap.add_argument("--dtype", default="fp32,bf16,fp16", help="comma list of fp32, bf16, fp16")
-    ap.add_argument("--T", default="2,4,8,16", help="time steps, comma list")
-    ap.add_argument("--N", default="2^24", help="neurons (a multiple of 8)")
+    ap.add_argument("--variants", type=harness.list_arg(choices=tuple(VARIANTS)),
+                    default=list(VARIANTS), metavar="LIST",
+                    help=f"(base is always included): {', '.join(VARIANTS)}")
+    ap.add_argument("--dtype", type=harness.list_arg(choices=tuple(DTYPES)), dest="dtypes",
+                    default=list(DTYPES), metavar="LIST", help="fp32, bf16, fp16")
+    ap.add_argument("--T", type=harness.list_arg(harness.parse_int), default=[2, 4, 8, 16],
+                    metavar="LIST", help="time steps (default 2,4,8,16)")
+    ap.add_argument("--N", type=harness.parse_int, default=1 << 24,
+                    help="neurons, a multiple of 8 (default 2^24)")
     ap.add_argument("--neuron", default="paper", choices=("paper", "sj"))
-    ap.add_argument("--modes", default="train", help="comma list of train, forward, backward")
+    ap.add_argument("--modes", type=harness.list_arg(choices=("train", "forward", "backward")),
+                    default=["train"], metavar="LIST", help="train, forward, backward")
     ap.add_argument("--arch", default=None, help="nvcc -arch (default: the GPU's, else sm_90)")
     ap.add_argument("--jobs", type=int, default=None, help="parallel nvcc runs (default: cores)")
     ap.add_argument("--build-dir", default=None, help="keep the sources and cubins here")
@@ -320,16 +325,7 @@ def parse_args(argv=None):
     ap.add_argument("--no-op", action="store_true", help="leave out the build's op")
     ap.add_argument("--json", default=None, help="write the tables here")
     a = ap.parse_args(argv)
-    a.variants = ["base"] + [v for v in a.variants.split(",") if v and v != "base"]
-    bad = [v for v in a.variants if v not in VARIANTS]
-    a.dtypes = a.dtype.split(",")
-    bad += [d for d in a.dtypes if d not in DTYPES]
-    a.modes = a.modes.split(",")
-    bad += [m for m in a.modes if m not in ("train", "forward", "backward")]
-    if bad:
-        ap.error(f"unknown: {', '.join(bad)}")
-    a.T = [int(t) for t in a.T.split(",")]
-    a.N = int(eval(a.N.replace("^", "**"), {"__builtins__": {}}))  # noqa: S307 - '2^24'
+    a.variants = ["base"] + [v for v in a.variants if v != "base"]
     if a.N <= 0 or a.N % 8:
         ap.error("--N must be a positive multiple of 8 (16-byte rows for every dtype)")
     return a

@@ -29,6 +29,7 @@ import gc
 import hashlib
 import json
 import math
+import re
 import os
 import platform
 import subprocess
@@ -552,6 +553,36 @@ def argument_parser(prog: str, description: str, epilog: str) -> argparse.Argume
     ap.add_argument("--device", default="auto",
                     help="'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'")
     return ap
+
+
+def parse_int(text: str) -> int:
+    """A count as typed on the command line: 262144, 2^18, 2**18, 256k, 1M."""
+    t = text.strip().lower().replace("_", "")
+    m = re.fullmatch(r"(\d+)\s*(?:\^|\*\*)\s*(\d+)", t)
+    if m:
+        return int(m.group(1)) ** int(m.group(2))
+    m = re.fullmatch(r"(\d+)([kmg])", t)
+    if m:
+        return int(m.group(1)) * {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)]
+    return int(t)
+
+
+def list_arg(conv=str, choices: Optional[Sequence] = None):
+    """An argparse type: a comma (or space) separated list, each item through `conv` and, if
+    given, one of `choices`."""
+    def parse(text):
+        try:
+            vals = [conv(v) for v in re.split(r"[,\s]+", text.strip()) if v]
+        except (ValueError, KeyError) as e:
+            raise argparse.ArgumentTypeError(f"cannot parse {text!r}: {e}") from None
+        if choices is not None:
+            bad = [v for v in vals if v not in choices]
+            if bad:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {', '.join(map(str, bad))} (choose from "
+                    f"{', '.join(map(str, choices))})")
+        return vals
+    return parse
 
 
 def resolve_device(name: str) -> torch.device:

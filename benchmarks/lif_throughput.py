@@ -33,7 +33,6 @@ needs matplotlib).
 import argparse
 import dataclasses
 import math
-import re
 import sys
 import time
 from collections import OrderedDict
@@ -483,26 +482,6 @@ def write_plot(path, rows: List[dict]) -> Optional[str]:
 
 
 # -------------------------------------------------------------------------------------- CLI
-def _parse_int(text: str) -> int:
-    t = text.strip().lower().replace("_", "")
-    m = re.fullmatch(r"(\d+)\s*(?:\^|\*\*)\s*(\d+)", t)
-    if m:
-        return int(m.group(1)) ** int(m.group(2))
-    m = re.fullmatch(r"(\d+)([kmg])", t)
-    if m:
-        return int(m.group(1)) * {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)]
-    return int(t)
-
-
-def _list_arg(conv):
-    def parse(text):
-        try:
-            return [conv(v) for v in re.split(r"[,\s]+", text.strip()) if v]
-        except (ValueError, KeyError) as e:
-            raise argparse.ArgumentTypeError(f"cannot parse {text!r}: {e}") from None
-    return parse
-
-
 def _dtype_arg(name: str):
     if name not in DTYPES:
         raise KeyError(f"unknown dtype {name!r} (choose from {', '.join(DTYPES)})")
@@ -524,15 +503,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                "N 2^24, fp32,bf16; no torch.compile.\nNumbers accept 262144, 2^18, 2**18, "
                "256k, 1M. Lists are comma-separated.")
     ap.add_argument("--quick", action="store_true", help="a few small points (seconds)")
-    ap.add_argument("--T", type=_list_arg(_parse_int), metavar="LIST",
+    ap.add_argument("--T", type=harness.list_arg(harness.parse_int), metavar="LIST",
                     help="time steps, e.g. 1,2,4,8,16")
-    ap.add_argument("--N", type=_list_arg(_parse_int), metavar="LIST",
+    ap.add_argument("--N", type=harness.list_arg(harness.parse_int), metavar="LIST",
                     help="neurons per step, e.g. 2^20,2^24")
-    ap.add_argument("--dtype", type=_list_arg(_dtype_arg), metavar="LIST",
+    ap.add_argument("--dtype", type=harness.list_arg(_dtype_arg), metavar="LIST",
                     help=f"storage dtypes: {', '.join(DTYPES)}")
-    ap.add_argument("--modes", type=_list_arg(str), default=list(MODES), metavar="LIST",
+    ap.add_argument("--modes", type=harness.list_arg(), default=list(MODES), metavar="LIST",
                     help="infer (forward, no grad) and/or train (forward+backward); default both")
-    ap.add_argument("--providers", type=_list_arg(str), metavar="LIST",
+    ap.add_argument("--providers", type=harness.list_arg(), metavar="LIST",
                     help="which providers (see --list); the reference 'torch' always runs. "
                          "Groups: tssd, sj, compile")
     ap.add_argument("--list", action="store_true",

@@ -63,7 +63,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import re
 import sys
 import time
 from collections import OrderedDict
@@ -629,18 +628,6 @@ def write_plot(path, rows: List[dict]) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------------------- CLI
-def _list_arg(choices=None, conv=str):
-    def parse(text):
-        vals = [conv(v) for v in re.split(r"[,\s]+", text.strip()) if v]
-        if choices is not None:
-            bad = [v for v in vals if v not in choices]
-            if bad:
-                raise argparse.ArgumentTypeError(
-                    f"unknown {', '.join(map(str, bad))} (choose from {', '.join(choices)})")
-        return vals
-    return parse
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     ap = harness.argument_parser(
         prog="train_step.py",
@@ -656,18 +643,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                "batch 4; GPU: cifar, NCHW.\nmethods: baseline, tssd (teacher_mode='separate'), "
                "tssd-shared (teacher_mode='shared_prefix').")
     ap.add_argument("--quick", action="store_true", help="VGG-9 only, small (seconds on CPU)")
-    ap.add_argument("--arch", type=_list_arg(ARCHS), metavar="LIST", help="vgg9, resnet18")
-    ap.add_argument("--input", type=_list_arg(tuple(INPUTS)), metavar="LIST", dest="inputs",
-                    help="cifar (3x32x32 images), dvs (2x128x128 event frames)")
+    ap.add_argument("--arch", type=harness.list_arg(choices=ARCHS), metavar="LIST",
+                    help="vgg9, resnet18")
+    ap.add_argument("--input", type=harness.list_arg(choices=tuple(INPUTS)), metavar="LIST",
+                    dest="inputs", help="cifar (3x32x32 images), dvs (2x128x128 event frames)")
     ap.add_argument("--dvs", action="store_true", help="add the dvs input (same as --input "
                     "cifar,dvs)")
-    ap.add_argument("--methods", type=_list_arg(tuple(METHODS)), metavar="LIST",
+    ap.add_argument("--methods", type=harness.list_arg(choices=tuple(METHODS)), metavar="LIST",
                     help="baseline, tssd, tssd-shared (default all)")
-    ap.add_argument("--precision", type=_list_arg(tuple(PRECISIONS)), metavar="LIST",
-                    help="fp32 and/or bf16 (torch.autocast)")
-    ap.add_argument("--layout", type=_list_arg(LAYOUTS), metavar="LIST",
+    ap.add_argument("--precision", type=harness.list_arg(choices=tuple(PRECISIONS)),
+                    metavar="LIST", help="fp32 and/or bf16 (torch.autocast)")
+    ap.add_argument("--layout", type=harness.list_arg(choices=LAYOUTS), metavar="LIST",
                     help="nchw and/or cl (channels_last model and images)")
-    ap.add_argument("--providers", type=_list_arg(), metavar="LIST",
+    ap.add_argument("--providers", type=harness.list_arg(), metavar="LIST",
                     help="which neurons (see --list); the reference 'torch' and the stand-in "
                          "always run. Groups: tssd, sj")
     ap.add_argument("--no-standin", action="store_true",
@@ -676,8 +664,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--memory", choices=MEMORY_MODES, default="default",
                     help="what backward keeps in the neuron sweep (build_model(memory=...); "
                          "default: 'default')")
-    ap.add_argument("--memory-modes", type=_list_arg(MEMORY_MODES), metavar="LIST",
-                    default=list(MEMORY_MODES),
+    ap.add_argument("--memory-modes", type=harness.list_arg(choices=MEMORY_MODES),
+                    metavar="LIST", default=list(MEMORY_MODES),
                     help="the memory-mode comparison after the sweep (fastest fused neuron, "
                          "method tssd if swept): saved bytes, CUDA peak and step time per mode "
                          "(default plain,default,min)")

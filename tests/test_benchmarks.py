@@ -212,7 +212,7 @@ def test_csv_header_written_once_and_never_mixed(tmp_path):
 
 
 def test_number_parsing_and_neuron_presets():
-    assert [lt._parse_int(v) for v in ("262144", "2^18", "2**18", "256k", "1M")] == \
+    assert [harness.parse_int(v) for v in ("262144", "2^18", "2**18", "256k", "1M")] == \
         [262144] * 4 + [1 << 20]
     assert P.neuron_config("paper") == P.PRESETS["paper"]
     sj = P.neuron_config("paper", surrogate="sigmoid", reset="hard")
