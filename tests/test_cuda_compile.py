@@ -103,6 +103,17 @@ def test_kernels_machine_code(objects):
     _check_128_bit_accesses(kernels)
     _check_tau_division(kernels)
     _check_sass_report(kernels, regs)
+    _check_tuning_switches_off(kernels)
+
+
+def _check_tuning_switches_off(kernels):
+    """The build's kernels have lif_kernels.cuh's tuning switches off (benchmarks/
+    cuda_variants.py turns them on): no L2 prefetch, no evict-first access, and every 16-byte
+    row load on the read-only path."""
+    for k in kernels:
+        ops = re.findall(r"\b((?:LDG|STG|CCTL)\.[\w.]+)", k.body)
+        assert not any(o.startswith("CCTL") or ".EF" in o for o in ops), (k.name, set(ops))
+        assert all(o.endswith(".CONSTANT") for o in ops if o.startswith("LDG.E.128")), k.name
 
 
 def _check_128_bit_accesses(kernels):
