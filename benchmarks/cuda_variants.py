@@ -57,7 +57,6 @@ VARIANTS: Dict[str, Tuple[Dict[str, int], str]] = {
     "t512": ({"LIF_THREADS": 512}, "512 threads per block"),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-NVCC_FLAGS = ("-O3", "--fmad=false", "-std=c++17")  # the build's math flags (setup.py)
 
 
 def threads(variant: str) -> int:
@@ -92,8 +91,8 @@ def build(variants: List[str], dtypes: List[str], neuron: str, out_dir: Path, ar
         src = out_dir / f"{neuron}_{v}_{d}.cu"
         src.write_text(variant_source(v, DTYPES[d], neuron))
         cubin = src.with_suffix(".cubin")
-        r = subprocess.run([nvcc, "-cubin", f"-arch={arch}", *NVCC_FLAGS, "-o", str(cubin),
-                            str(src)], capture_output=True, text=True, timeout=600)
+        r = subprocess.run([nvcc, "-cubin", f"-arch={arch}", *cupy_lif.nvcc_options(), "-o",
+                            str(cubin), str(src)], capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             raise RuntimeError(f"nvcc failed on variant {v} {d}:\n{r.stderr[-3000:]}")
         return vd, cubin

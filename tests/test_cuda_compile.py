@@ -190,7 +190,7 @@ def test_nvrtc_sources_compile_with_nvcc(tmp_path):
         src = tmp_path / f"lif_{i}.cu"
         src.write_text(cupy_lif.kernel_source(key))
         ptx_path = tmp_path / f"lif_{i}.ptx"
-        opts = [o for o in cupy_lif.NVRTC_OPTIONS if o != "-default-device"]
+        opts = cupy_lif.nvcc_options()
         proc = subprocess.run([NVCC, "-arch=sm_90", "-ptx", *opts, str(src), "-o", str(ptx_path)],
                               capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert proc.returncode == 0, (key, proc.stderr[-4000:])

@@ -41,6 +41,13 @@ VECS = (4, 2, 1)  # every dtype; 16-bit storage also has 8 (vecs())
 # -default-device: lif_step.h's host-side make_lif_params is unannotated (NVRTC rejects host code).
 NVRTC_OPTIONS = ("--fmad=false", "-std=c++17", "-default-device")
 
+
+def nvcc_options() -> Tuple[str, ...]:
+    """NVRTC_OPTIONS as nvcc takes them, to compile the same source with nvcc (the tests' NVRTC
+    proxy, benchmarks/cuda_variants.py): nvcc has no -default-device, and needs none (it
+    compiles make_lif_params for the host, where no kernel calls it)."""
+    return tuple(o for o in NVRTC_OPTIONS if o != "-default-device")
+
 # storage dtype -> (storage type in the kernels, compute type)
 _KERNEL_TYPES = {
     torch.float32: ("float", "float"),
