@@ -9,7 +9,7 @@ tensors, so LIFNode runs its whole host path on this machine.
 
 Used by benchmarks/launch_host_cost.py and tests/test_triton_launch.py. Must not run under
 TRITON_INTERPRET=1 (the kernels would be interpreted, not compiled). Triton's internals differ
-between releases: written against triton 3.4-3.9.
+between releases: written against triton 3.6-3.9 (tssd_fast.ops.triton_lif.MIN_TRITON and DIRECT_TRITON).
 """
 import dataclasses
 

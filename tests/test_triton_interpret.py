@@ -31,8 +31,16 @@ if not CHILD:
         return os.pathsep.join([str(Path(tssd_fast.__file__).resolve().parent.parent), str(HERE),
                                 os.environ.get("PYTHONPATH", "")])
 
-    @pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
+    def _skip_unless_triton_backend():
+        """Skip with the reason when triton is missing, or a release the backend refuses."""
+        if not HAVE_TRITON:
+            pytest.skip("triton is not installed")
+        from tssd_fast.ops import triton_lif
+        if triton_lif.unavailable_reason():
+            pytest.skip(triton_lif.unavailable_reason())
+
     def test_triton_kernels_in_interpreter():
+        _skip_unless_triton_backend()
         env = dict(os.environ, TRITON_INTERPRET="1", TSSD_FAST_TRITON_CHILD="1",
                    TSSD_FAST_BACKEND="auto", PYTHONPATH=_pythonpath())
         proc = subprocess.run(
@@ -43,11 +51,11 @@ if not CHILD:
         assert proc.returncode == 0, out[-6000:]
         assert " passed" in out and " skipped" not in out, out[-3000:]
 
-    @pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
     def test_triton_kernels_compile_for_sm90_without_gpu():
         """AOT-compile forward and backward for sm_90 (Triton's own LLVM and ptxas; no GPU)
         and read the PTX: exact division (a multiply for a power-of-two tau), no FMA and no
         flush-to-zero in forward arithmetic, 16-byte global accesses."""
+        _skip_unless_triton_backend()
         code = r'''
 import sys, json
 import torch

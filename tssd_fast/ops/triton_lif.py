@@ -22,6 +22,7 @@ A fresh neuron's state is the scalar v_init (HAS_V0 False), not a tensor filled 
 """
 import functools
 import os
+import re
 from typing import NamedTuple, Optional
 
 import torch
@@ -40,11 +41,30 @@ except Exception as e:  # noqa: BLE001 - any import failure only disables this b
 AHEAD = 2  # rows in flight per input stream when a step loads one 16-byte row per thread
 
 
+def _minor_version(v: str):
+    """(major, minor) of a version string; (0, 0) when it does not start with them."""
+    m = re.match(r"(\d+)\.(\d+)", v)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+# The oldest Triton the kernels are checked with (CI compiles them for sm_90 and runs the launch
+# path with it). Older releases break them: 3.4 and 3.5 compile fp32 division to flush-to-zero
+# div.rn.ftz (not the reference's rounding of subnormals), 3.4's compiled kernels lack the
+# launch API the direct launch uses, and before 3.6 nothing here was tested.
+MIN_TRITON = (3, 6)
+_TOO_OLD = triton is not None and _minor_version(triton.__version__) < MIN_TRITON
+
+
 def unavailable_reason() -> str:
     """Why launcher() returns None ('' when it does not)."""
     if triton is None:
         return (f"triton is not importable ({type(_IMPORT_ERROR).__name__}: {_IMPORT_ERROR}); "
                 f"pip install triton")
+    if _TOO_OLD:
+        need = ".".join(map(str, MIN_TRITON))
+        return (f"triton {triton.__version__} is older than {need}, the oldest release the "
+                f"kernels are checked with (3.4 and 3.5 round fp32 division differently); "
+                f"pip install 'triton>={need}'")
     return ""
 
 
@@ -153,15 +173,6 @@ if triton is not None:
     # first) row, so no step computes a mask and no load leaves the tensor.
 
     @triton.jit
-    def _row_mask(offs, N, EVEN: tl.constexpr):
-        # None when every program is full (EVEN: N % BLOCK == 0): unpredicated accesses, and no
-        # zeroing of masked-off lanes before each load
-        if EVEN:
-            return None
-        else:
-            return offs < N
-
-    @triton.jit
     def _load_row(ptr, mask):
         if mask is None:
             return tl.load(ptr)
@@ -222,7 +233,13 @@ if triton is not None:
         v_reset = tl.full([], v_reset_d, ACC)
         half_width = tl.full([], half_width_d, ACC)
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = _row_mask(offs, N, EVEN)
+        # mask None when every program is full (EVEN: N % BLOCK == 0): unpredicated accesses,
+        # and no zeroing of masked-off lanes before each load. Chosen here, in the kernel:
+        # Triton 3.6 (torch 2.11's) rejects a jit helper that returns None.
+        if EVEN:
+            mask = None
+        else:
+            mask = offs < N
         if HAS_V0:
             v = _load_row(v0_ptr + offs, mask)
         else:
@@ -316,7 +333,13 @@ if triton is not None:
         half_width = tl.full([], half_width_d, ACC)
         atan_scale = tl.full([], atan_scale_d, ACC)
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = _row_mask(offs, N, EVEN)
+        # mask None when every program is full (EVEN: N % BLOCK == 0): unpredicated accesses,
+        # and no zeroing of masked-off lanes before each load. Chosen here, in the kernel:
+        # Triton 3.6 (torch 2.11's) rejects a jit helper that returns None.
+        if EVEN:
+            mask = None
+        else:
+            mask = offs < N
         top = tl.cast(T - 1, tl.int64) * N  # row T - 1 (64-bit: T*N may pass 2^31)
         gs_row, gvs_row, h_row, gx_row = gs_ptr + top, gvs_ptr + top, h_ptr + top, gx_ptr + top
         below = tl.where(T > 1, N, 0)  # row T - 2, or T - 1 again
@@ -484,7 +507,7 @@ class _Launch:
                                    f"the kernel Triton picks for these arguments")
             theirs._init_handles()  # loads the module: sets .function and the launcher
             kernel = self.kernels[key] = theirs
-        # JITFunction.run's own launch, for a cached kernel (Triton 3.4-3.9)
+        # JITFunction.run's own launch, for a cached kernel (Triton 3.6-3.9)
         args = args + tuple(consts.values())  # every argument, constexprs too, in order
         driver = triton.runtime.driver.active
         stream = driver.get_current_stream(driver.get_current_device())
@@ -494,18 +517,11 @@ class _Launch:
                    hooks.launch_exit_hook, *args)
 
 
-def _minor_version(v: str):
-    try:
-        return tuple(int(p) for p in v.split(".")[:2])
-    except ValueError:
-        return (0, 0)
-
-
-# The direct launch follows JITFunction.run's own launch call as Triton 3.4-3.9 make it (hooks in
+# The direct launch follows JITFunction.run's own launch call as Triton 3.6-3.9 make it (hooks in
 # triton.knobs; every argument, constexprs included, passed to the kernel's launcher): other
 # releases take Triton's own launch until checked. NVIDIA only: ROCm's Triton also specialises
 # pointers on their address range, which the key leaves out.
-DIRECT_TRITON = ((3, 4), (3, 9))  # the releases the direct launch is written and tested for
+DIRECT_TRITON = (MIN_TRITON, (3, 9))  # the releases the direct launch is written and tested for
 _DIRECT = triton is not None and torch.version.hip is None and \
     DIRECT_TRITON[0] <= _minor_version(triton.__version__) <= DIRECT_TRITON[1] and \
     hasattr(getattr(triton, "knobs", None), "runtime") and \
@@ -570,9 +586,10 @@ _launcher = None
 
 
 def launcher():
-    """The Triton launcher, or None when triton is not importable (see unavailable_reason)."""
+    """The Triton launcher, or None when triton is not importable or too old (see
+    unavailable_reason)."""
     global _launcher
-    if triton is None:
+    if triton is None or _TOO_OLD:
         return None
     if _launcher is None:
         _launcher = TritonLauncher()
