@@ -100,9 +100,10 @@ phase_test() {
   if "$PY" -c "import xdist" 2>/dev/null && [ "${PYTEST_WORKERS:-8}" != "0" ]; then
     xdist=(-n "${PYTEST_WORKERS:-8}")
   fi
+  # -v: one line per test as it ends, so a log cut by the phase's cap still names the failures
   # shellcheck disable=SC2086
   TSSD_FAST_REQUIRE_GPU_BACKENDS=cuda,triton,cupy TSSD_FAST_TRITON_LAUNCH_CHECK=1 \
-    "$PY" -m pytest -p no:cacheprovider "${xdist[@]}" -rfEs --durations=15 -q ${GPU_CHECK_TESTS:-tests}
+    "$PY" -m pytest -p no:cacheprovider "${xdist[@]}" -rfEs --durations=15 -v --tb=line ${GPU_CHECK_TESTS:-tests}
 }
 
 phase_overhead() {  # per-call host cost through LIFNode, CUDA (and CPU unless GPU_CHECK_OVERHEAD_CPU=0)

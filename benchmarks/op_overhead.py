@@ -81,6 +81,9 @@ def cases(device, shape, dtype, cfg, with_compile: bool, triton_host: bool = Fal
         except Skip as e:
             skipped[p.name] = str(e)
             continue
+        except Exception as e:  # noqa: BLE001 - reported (exit status 1); the others are timed
+            skipped[p.name] = f"error: {harness.short_error(e)}"
+            continue
 
         def fwd(run=run):  # x needs no grad: nothing is recorded, as for torch.sigmoid(x)
             run(x)
@@ -154,7 +157,10 @@ def main(argv=None):
         rows))
     for n, why in skipped.items():
         print(f"  skipped {n}: {why}")
-    return 0
+    failed = [n for n, why in skipped.items() if why.startswith("error: ")]
+    if failed:
+        print(f"WARNING: {len(failed)} provider(s) failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -191,6 +191,27 @@ def test_failing_and_skipped_providers_are_reported():
     assert by["torch"]["status"] == "ok"
 
 
+def test_op_overhead_reports_a_crashing_provider_and_times_the_others(monkeypatch, capsys):
+    """A provider whose first call raises (Triton 3.6's CompilationError on the H200) is
+    listed with its error and the exit status is 1; the others are still timed."""
+    import op_overhead
+
+    def boom(ref, x):
+        raise RuntimeError("kernel exploded")
+
+    crash, _ = _counting_provider("crash", boom)
+    monkeypatch.setattr(op_overhead, "all_providers",
+                        lambda device: [P.tssd_provider("torch"), crash])
+    rc = op_overhead.main(["--device", "cpu", "--calls", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "skipped crash: error: RuntimeError: kernel exploded" in out
+    assert "provider(s) failed: crash" in out
+    table = out[out.index("provider "):]
+    timed = [line.split()[0] for line in table.splitlines() if line.startswith(("torch", "crash"))]
+    assert timed == ["torch.sigmoid", "torch"]
+
+
 # --------------------------------------------------------------------------------- harness
 def test_quantile_and_measure():
     assert harness.quantile([3, 1, 2, 4, 5], 0.5) == 3
