@@ -309,3 +309,18 @@ def test_default_csv_is_untracked_so_a_run_leaves_the_checkout_clean():
         if shutil.which("git") and (harness.REPO_ROOT / ".git").exists():
             r = subprocess.run(["git", "-C", str(harness.REPO_ROOT), "check-ignore", "-q", str(default)])
             assert r.returncode == 0, f"{default} is not ignored by git"
+
+
+def test_profile_step_counts_each_memory_modes_operators(capsys):
+    """profile_step.py on the CPU: one row per memory mode, and packing's extra operators show
+    (the spike-packing layers run more operators per step than torch's plain layers)."""
+    import profile_step
+    rc = profile_step.main(["--device", "cpu", "--memory", "plain,default", "--batch", "2",
+                            "--width", "0.125", "--steps", "1", "--warmup", "1", "--top", "3"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.split()[:1] in (["plain"], ["default"])}
+    assert set(rows) == {"plain", "default"}
+    assert int(rows["default"][-1]) > int(rows["plain"][-1]) > 0
+    assert "memory=default: top 3 operators by self CPU time" in out
