@@ -38,8 +38,11 @@ the batch excluded).
 Memory modes (after the neuron sweep; --memory-modes, --no-memory-modes): the same step with
 the fastest fused tssd_fast neuron in each build_model(memory=...) mode: 'plain' (torch's
 layers keep everything), 'default' (spike inputs kept as bits, the batch once; bitwise plain's
-results, checked: same first loss and same weights after the first optimizer step) and 'min'
-(also recompute every BN input in backward). Per mode: the step time (interleaved) and its
+results, checked: same first loss, same state_dict after the first optimizer step and same
+gradients, bit for bit; a mode that differs says how: loss, how many tensors and gradients
+differ, the largest difference, which tensors, and whether a second plain run reproduces the
+first) and 'min' (also recompute every BN input in backward; benchmarks/memory_diff.py takes a
+'min' difference apart on the GPU). Per mode: the step time (interleaved) and its
 ratio to plain's, saved bytes split into float and uint8 tensors, the CUDA peak, and how many
 times the batch (or T) fits in plain's activation memory. The neuron sweep itself runs in
 --memory (default 'default'). docs/MEMORY.md explains the modes.
@@ -368,16 +371,99 @@ MEMORY_CSV_FIELDS = ["timestamp", "device", "device_name", "commit", "torch", "t
                      "peak_vs_plain", "loss0", "same_as_plain", "status"]
 
 
-def _same_params(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+def _tensor_diff(name: str, a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[dict]:
+    """None when ``a`` and ``b`` are equal (torch.equal; both None counts as equal), else how
+    they differ: elements that differ, max |a - b| and max |a - b| / max(|a|, |b|) over them
+    (about 6e-8 to 1.2e-7 is one fp32 rounding; NaN counts as a difference)."""
+    if a is None or b is None:
+        return None if a is None and b is None else {"name": name, "note": "missing on one side"}
+    if a.shape != b.shape:
+        return {"name": name, "note": f"shape {tuple(a.shape)} vs {tuple(b.shape)}"}
+    if torch.equal(a, b):
+        return None
+    x, y = a.detach().cpu().double(), b.detach().cpu().double()
+    mask = x != y  # (NaN != NaN)
+    d = (x - y).abs()[mask]
+    rel = d / torch.maximum(x.abs(), y.abs())[mask]
+    return {"name": name, "numel": a.numel(), "n_diff": int(mask.sum()),
+            "max_abs": float(d.max()), "max_rel": float(rel.max())}
+
+
+def compare_steps(model: torch.nn.Module, ref: torch.nn.Module, loss: float, loss_ref: float) -> dict:
+    """How ``model``'s first step differs from ``ref``'s, bit for bit: the loss, every state_dict
+    tensor (weights and BN buffers after the optimizer step) and every parameter's gradient.
+    ``same`` is True only when all of them are equal."""
+    def diffs(pairs):
+        pairs = list(pairs)
+        found = [d for d in (_tensor_diff(n, a, b) for n, a, b in pairs) if d is not None]
+        return {"n": len(pairs), "differ": found}
+
+    sa, sb = model.state_dict(), ref.state_dict()
+    state = diffs((k, sa[k], sb.get(k)) for k in sa)
+    state["n"] = len(set(sa) | set(sb))
+    state["differ"] += [{"name": k, "note": "missing on one side"} for k in sb if k not in sa]
+    pb = dict(ref.named_parameters())
+    grads = diffs((k, p.grad, pb[k].grad if k in pb else None) for k, p in model.named_parameters())
+    loss_equal = loss == loss_ref
+    return {"same": loss_equal and not state["differ"] and not grads["differ"], "loss": loss,
+            "loss_ref": loss_ref, "loss_equal": loss_equal, "state": state, "grads": grads}
+
+
+def _diff_part(label: str, part: dict, names: int) -> str:
+    found = part["differ"]
+    text = f"{label} {len(found)}/{part['n']} differ"
+    if found and names:
+        shown = [d["name"] + (f" [{d['note']}]" if "note" in d else "") for d in found[:names]]
+        text += " (" + ", ".join(shown) + (f", +{len(found) - names}" if len(found) > names else "") + ")"
+    num = [d for d in found if "max_abs" in d]
+    if num:
+        worst = max(num, key=lambda d: d["max_rel"])
+        text += (f", max |d| {max(d['max_abs'] for d in num):.2g}, max rel {worst['max_rel']:.2g}"
+                 f" at {worst['name']}")
+    return text
+
+
+def describe_diff(diff: dict, names: int = 3, against: str = "plain") -> str:
+    """One line from compare_steps: the loss, how many state_dict tensors and gradients differ,
+    the largest absolute and relative difference (and where), the first ``names`` that differ
+    (state_dict order) and, when run_memory_group added it, whether a second plain run
+    reproduces the first bit for bit."""
+    if diff["loss_equal"]:
+        loss = "loss equal"
+    else:
+        loss = (f"loss {diff['loss']:.9g} vs {diff['loss_ref']:.9g} "
+                f"(|d| {abs(diff['loss'] - diff['loss_ref']):.2g})")
+    text = (f"differs from {against}: {loss}; " + _diff_part("tensors", diff["state"], names)
+            + "; " + _diff_part("grads", diff["grads"], names))
+    rerun = diff.get("plain_rerun")
+    if rerun is not None:
+        text += "; plain rerun: " + (rerun if isinstance(rerun, str) else
+                                     "identical" if rerun["same"] else
+                                     describe_diff(rerun, names=1, against="plain").replace(
+                                         "differs from plain: ", "differs too: "))
+    return text
+
+
+def _plain_rerun(g: Group, p: N.NeuronProvider, x, y, device, seed: int, ref: "Point",
+                 loss_ref: float):
+    """A second plain point, one step, compared with the first: the control that tells a
+    difference of the modes from run-to-run nondeterminism (e.g. atomics in cuDNN kernels)."""
+    try:
+        pt = Point(g, p, x, y, device, seed, memory="plain")
+        loss = pt.step().item()
+    except Exception as e:  # noqa: BLE001
+        return f"error: {harness.short_error(e)}"
+    return compare_steps(pt.model, ref.model, loss, loss_ref)
 
 
 def run_memory_group(g: Group, p: N.NeuronProvider, modes: Sequence[str], device, timer,
                      seed: int, progress: Optional[harness.Progress] = None) -> List[dict]:
     """One network, method and neuron in every memory mode (build_model(memory=...)): the
-    first step checked against 'plain' (same loss, and the same weights after the optimizer
-    step, bit for bit), the steps timed interleaved, then saved bytes (by dtype) and the CUDA
-    peak per mode."""
+    first step checked against 'plain' (same loss, the same state_dict after the optimizer
+    step and the same gradients, bit for bit; a mode that differs gets compare_steps' detail in
+    its row's 'plain_diff', its status says what differs, and a second plain run, once per
+    group, tells whether plain reproduces itself), the steps timed interleaved, then saved bytes
+    (by dtype) and the CUDA peak per mode."""
     tag = f"{g.arch} {g.inp.name} {g.precision} {g.layout} {g.method}"
     x, y = make_batch(g, device, seed)
     base = {"arch": g.arch, "width": g.width, "input": g.inp.name, "batch": g.batch,
@@ -397,13 +483,18 @@ def run_memory_group(g: Group, p: N.NeuronProvider, modes: Sequence[str], device
             rows[mode]["status"] = f"error: {harness.short_error(e)}"
             continue
         points[mode] = pt
-    ref = points.get("plain")
+    ref, rerun = points.get("plain"), None
     for mode, pt in points.items():
         if ref is not None and mode != "plain":
-            same = rows[mode]["loss0"] == rows["plain"]["loss0"] and _same_params(pt.model, ref.model)
-            rows[mode]["same_as_plain"] = same
-            if not same:
-                rows[mode]["status"] = "differs from plain (loss or weights after one step)"
+            diff = compare_steps(pt.model, ref.model, rows[mode]["loss0"], rows["plain"]["loss0"])
+            rows[mode]["same_as_plain"] = diff["same"]
+            if not diff["same"]:
+                if rerun is None:
+                    rerun = _plain_rerun(g, p, x, y, device, seed, ref, rows["plain"]["loss0"])
+                    harness.free_memory(device)
+                diff["plain_rerun"] = rerun
+                rows[mode]["plain_diff"] = diff
+                rows[mode]["status"] = describe_diff(diff)
     timings = harness.measure_interleaved({m: pt.step for m, pt in points.items()}, device, timer)
     for mode, t in timings.items():
         if isinstance(t, BaseException):
@@ -442,7 +533,7 @@ def render_memory(rows: List[dict], cuda: bool) -> str:
     headers = ["arch", "input", "prec", "layout", "method", "memory", "ms", "p20-p80 ms",
                "time vs plain", "saved", "float", "bits", "saved vs plain",
                *(["peak", "peak vs plain"] if cuda else []), "status"]
-    table, fits, last = [], [], None
+    table, fits, long, last = [], [], [], None
     for r in rows:
         key = (r["arch"], r["input"], r["precision"], r["layout"], r["method"])
         if last is not None and key != last:
@@ -458,7 +549,9 @@ def render_memory(rows: List[dict], cuda: bool) -> str:
             harness.fmt_bytes(r.get("saved_int_bytes")), _pct(r.get("saved_vs_plain")),
             *([harness.fmt_bytes(r.get("peak_bytes")), _pct(r.get("peak_vs_plain"))]
               if cuda else []),
-            r["status"] if len(r["status"]) <= 50 else r["status"][:47] + "..."])
+            r["status"] if len(r["status"]) <= STATUS_WIDTH else r["status"][:STATUS_WIDTH - 3] + "..."])
+        if len(r["status"]) > STATUS_WIDTH:
+            long.append(f"  {' '.join(key)} memory={r['memory']}: {r['status']}")
         if r["memory"] != "plain" and r.get("saved_vs_plain"):
             fits.append(f"  {' '.join(key)} memory={r['memory']}: {1 / r['saved_vs_plain']:.2f}x the "
                         f"batch (or T) in plain's activation memory"
@@ -467,7 +560,15 @@ def render_memory(rows: List[dict], cuda: bool) -> str:
                         + (f"; step time {_x(r.get('time_vs_plain'))} plain's"
                            if r.get("time_vs_plain") else ""))
     right = set(range(headers.index("ms"), len(headers) - 1))
-    return harness.format_table(headers, table, right) + ("\n\n" + "\n".join(fits) if fits else "")
+    return (harness.format_table(headers, table, right)
+            + ("\n\nstatus in full (the JSON rows' 'plain_diff' lists every tensor that differs; "
+               "rel = |d| / max(|a|, |b|), one fp32 rounding is about 1e-7):\n" + "\n".join(long)
+               if long else "")
+            + ("\n\n" + "\n".join(fits) if fits else ""))
+
+
+STATUS_WIDTH = 64
+"""The memory table's status column: longer statuses are cut there and printed in full below."""
 
 
 # ------------------------------------------------------------------------------------ report

@@ -155,6 +155,26 @@ def test_conv_bn_on_direct_encoding_bitwise(mode, training):
     _same_step(a, b, torch.randn(2, 4, 3, 8, 8))
 
 
+@pytest.mark.parametrize("mode", ["default", "min"])
+@pytest.mark.parametrize("fwd_amp", [None, torch.bfloat16], ids=["fp32", "bf16"])
+def test_backward_inside_autocast_is_plain_backward(mode, fwd_amp):
+    """backward() called inside an autocast region (forward with or without autocast): 'min'
+    recomputes under the forward's autocast state, so its gradients are still plain's. (Before,
+    an fp32 forward's recompute ran in bf16 there: conv weight gradients off by ~0.4.)"""
+    a, b = _twin(lambda: ConvBN(SpikeConv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)), mode)
+    x = _values(SpikeCode(), (2, 4, 3, 8, 8))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=fwd_amp) if fwd_amp else contextlib.nullcontext():
+        ya, yb = a(xa), b(xb)
+    g = torch.randn_like(ya)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ya.backward(g)
+        yb.backward(g)
+    assert torch.equal(ya, yb) and torch.equal(xa.grad, xb.grad)
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p.grad, q.grad), n
+
+
 def _saved_bytes(fn, exclude):
     excluded = {t.untyped_storage().data_ptr() for t in exclude}
     seen = {}

@@ -141,3 +141,107 @@ def test_vs_fp32_and_list(capsys, tmp_path):
                  img_per_s=100.0)]
     msg = ts.write_plot(tmp_path / "p.png", rows)  # a PNG, or a message without matplotlib
     assert (msg is None and (tmp_path / "p.png").stat().st_size > 0) or "matplotlib" in msg
+
+
+def _tiny_memory_group(monkeypatch, perturb):
+    """run_memory_group on a tiny VGG-9 on CPU, with ``perturb(model)`` applied to the 'min'
+    model right after it is built (a stand-in for a mode that does not match plain)."""
+    build = ts.build_model
+
+    def build_and_perturb(*args, memory="default", **kw):
+        model = build(*args, memory=memory, **kw)
+        if memory == "min":
+            with torch.no_grad():
+                perturb(model)
+        return model
+
+    monkeypatch.setattr(ts, "build_model", build_and_perturb)
+    g = ts.Group("vgg9", ts.INPUTS["cifar"], "fp32", "nchw", "tssd", 2, 0.0625)
+    cfg = N.P.neuron_config("paper")
+    mem_p = ts.memory_provider(N.all_providers(cfg, torch.device("cpu")))
+    timer = harness.TimerOptions(min_reps=1, max_reps=1, min_time_s=0.0, warmup_reps=0, warmup_s=0.0)
+    rows = {r["memory"]: r for r in ts.run_memory_group(g, mem_p, ["plain", "default", "min"],
+                                                        torch.device("cpu"), timer, seed=0)}
+    return rows, ts.render_memory(list(rows.values()), cuda=False)
+
+
+def test_memory_mode_difference_is_reported_in_detail(monkeypatch):
+    """A mode that does not match plain says what differs: loss, how many state_dict tensors
+    and gradients, the largest difference and where, and whether plain reproduces itself."""
+    bn_var = "stages.2.0.1.running_var"  # stage 3's first ConvBN: its BN's running variance
+
+    def nudge_running_var(model):  # train mode: the loss and gradients do not read it
+        model.state_dict()[bn_var][0] *= 1.5
+
+    rows, table = _tiny_memory_group(monkeypatch, nudge_running_var)
+    assert rows["default"]["status"] == "ok" and rows["default"]["same_as_plain"]
+    assert "plain_diff" not in rows["default"]
+    r = rows["min"]
+    assert r["same_as_plain"] is False and r["median_ms"] is not None  # still timed and measured
+    d = r["plain_diff"]
+    assert d["loss_equal"] and not d["grads"]["differ"]
+    n_state = len(ts.build_model("vgg9", width=0.0625, input_size=32).state_dict())
+    assert d["state"]["n"] == n_state and [t["name"] for t in d["state"]["differ"]] == [bn_var]
+    (t,) = d["state"]["differ"]
+    # running_var 1 -> 1.5 before the step; the student and the teacher run each update it
+    # (momentum 0.1), so the 0.5 is 0.9 * 0.9 * 0.5 after the step
+    assert t["n_diff"] == 1 and t["max_abs"] == pytest.approx(0.405, rel=1e-6) and 0.2 < t["max_rel"] < 0.34
+    assert d["plain_rerun"]["same"]
+    assert r["status"].startswith(f"differs from plain: loss equal; tensors 1/{n_state} differ "
+                                  f"({bn_var}), max |d| 0.4")
+    assert f"max rel 0.33 at {bn_var}; grads 0/" in r["status"]
+    assert r["status"].endswith("differ; plain rerun: identical")
+    # the table cuts the status; the full one follows the table
+    cut = next(line for line in table.splitlines() if line.startswith("vgg9") and " min " in line)
+    assert cut.endswith("...") and len(cut.split("  ")[-1]) == ts.STATUS_WIDTH
+    assert f"memory=min: {r['status']}" in table
+
+
+def test_compare_steps_names_the_tensors_and_the_loss():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(4, 3)
+    a(x).sum().backward()
+    b(x).sum().backward()
+    same = ts.compare_steps(a, b, 1.0, 1.0)
+    assert same["same"] and same["state"]["n"] == 2 and same["grads"]["n"] == 2
+    with torch.no_grad():
+        b.weight[1, 2] += 0.5
+    b.bias.grad = None
+    d = ts.compare_steps(a, b, 1.0, 1.25)
+    assert not d["same"] and not d["loss_equal"]
+    assert [t["name"] for t in d["state"]["differ"]] == ["weight"]
+    assert d["state"]["differ"][0]["max_abs"] == pytest.approx(0.5)
+    assert d["grads"]["differ"] == [{"name": "bias", "note": "missing on one side"}]
+    text = ts.describe_diff(d)
+    assert text.startswith("differs from plain: loss 1 vs 1.25 (|d| 0.25); tensors 1/2 differ "
+                           "(weight), max |d| 0.5, max rel ")
+    assert text.endswith("; grads 1/2 differ (bias [missing on one side])")
+
+
+def test_memory_diff_script_on_cpu(monkeypatch, capsys, tmp_path):
+    """benchmarks/memory_diff.py (the GPU diagnosis of a 'min' difference) runs on CPU: min
+    matches plain, every recompute gives the forward's conv output; and a recompute that does
+    not (here: a restored input off by 2^-20) is caught and located."""
+    import memory_diff as md
+    from tssd_fast.models import spike_layers as SL
+
+    tiny = ["--device", "cpu", "--batch", "2", "--width", "0.0625", "--modes", "min", "--json",
+            str(tmp_path / "d.json")]
+    assert md.main(tiny) == 0
+    out = capsys.readouterr().out
+    assert "plain rerun: same as plain" in out and "min: same as plain" in out
+    assert ("conv output recomputed bitwise in 9/9 ConvBN calls; recompute on the forward's thread; "
+            "BN NativeBatchNormBackward0: saved mean/invstd equal for the same input 9/9, for the "
+            "recomputed input 9/9") in out
+    restore = SL._restore_input
+    monkeypatch.setattr(SL, "_restore_input", lambda ctx, kept: restore(ctx, kept) * (1 + 2 ** -20))
+    assert md.main(tiny) == 1
+    out = capsys.readouterr().out
+    assert "min: differs from plain: loss equal; tensors " in out and "plain rerun: same as plain" in out
+    assert "conv output recomputed bitwise in 0/9 ConvBN calls (differ: stages.1.0 " in out
+    assert "equal for the same input 9/9, for the recomputed input 0/9" in out
+    (r,) = json.loads((tmp_path / "d.json").read_text())
+    assert r["setting"] == "bench" and not r["min"]["same"] and r["min"]["diff"]["grads"]["differ"]
+    assert len(r["min"]["probe"]) == 9 and not any(c["conv_equal"] for c in r["min"]["probe"])

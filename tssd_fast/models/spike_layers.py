@@ -289,8 +289,9 @@ class _ConvBNFn(torch.autograd.Function):
     """conv + BatchNorm that keeps neither the BN input nor (for spikes) the dense conv input.
 
     Forward runs the modules' own computation (running statistics updated once). Backward
-    recomputes conv + BN from the kept input under the forward's autocast state and lets
-    autograd differentiate that, so the gradients are those of the plain layers.
+    recomputes conv + BN from the kept input under the forward's autocast state (on or off,
+    whatever autocast region backward() runs in) and lets autograd differentiate that, so the
+    gradients are those of the plain layers.
     """
 
     @staticmethod
@@ -318,7 +319,9 @@ class _ConvBNFn(torch.autograd.Function):
                                                         torch.ones_like(bn.running_var)]
         rm, rv = stats if stats else (None, None)
         dev, enabled, dtype = ctx.autocast
-        amp = torch.autocast(dev, dtype=dtype, enabled=enabled) if enabled else contextlib.nullcontext()
+        # the forward's autocast state, also when it was off: backward() may be called inside an
+        # autocast region, and the recompute must not cast what the forward did not cast
+        amp = torch.autocast(dev, dtype=dtype, enabled=enabled) if dtype is not None else contextlib.nullcontext()
         with torch.enable_grad(), amp:
             y = conv._conv_forward(leaves[0], leaves[1], leaves[2])
             z = F.batch_norm(y, rm, rv, leaves[3], leaves[4], ctx.training, 0.0, bn.eps)
