@@ -46,6 +46,20 @@ def test_pack_roundtrip_exact_with_layout(code, dtype, byteorder, monkeypatch):
             assert back.is_contiguous()
 
 
+@pytest.mark.parametrize("code", CODES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_pack_layout_by_hand(code, dtype, byteorder, monkeypatch):
+    """Plane j, byte m, bit i = bit j of the code k = x * divisor at element 8 m + i."""
+    monkeypatch.setattr(sys, "byteorder", byteorder)
+    x = _values(code, (3, 11), dtype)  # 33 values: a partial last byte
+    packed, _ = pack_spikes(x, code)
+    k = [int(v * code.divisor) for v in x.flatten().tolist()] + [0] * 7
+    want = [[sum(((k[8 * m + i] >> j) & 1) << i for i in range(8)) for m in range(5)]
+            for j in range(code.bits)]
+    assert packed.tolist() == want
+
+
 def _twin(make, mode="default"):
     torch.manual_seed(1)
     a = make()

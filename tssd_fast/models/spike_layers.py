@@ -118,14 +118,17 @@ def _memory_order(x: torch.Tensor):
 def pack_spikes(x: torch.Tensor, code: SpikeCode = SPIKES):
     """Pack ``x`` (values ``k / code.divisor``) into ``[code.bits, ceil(n / 8)]`` uint8 bit planes.
 
-    Returns ``(packed, strides)``; :func:`unpack_spikes` reverses it exactly. Values outside the
-    code are not detected here (see :func:`check_spikes`).
+    Plane ``j``, byte ``m``, bit ``i`` holds bit ``j`` of ``k`` at element ``8 m + i`` of ``x`` in
+    memory order. Returns ``(packed, strides)``; :func:`unpack_spikes` reverses it exactly.
+    Values outside the code are not detected here (see :func:`check_spikes`). A handful of
+    kernels whatever the code: on a GPU each layer's packing costs launches, not bytes.
     """
     flat, strides = _memory_order(x.detach())
     n = flat.numel()
     with _no_autocast(x.device.type):
-        if code.bits == 1 and code.divisor == 1 and flat.dtype in (torch.float32, torch.float64):
-            # one pass: each group of 8 spikes dotted with (1, 2, .., 128) is exact in float
+        if code.bits == 1 and code.divisor == 1:
+            # one pass: each group of 8 spikes dotted with (1, 2, .., 128); exact in every float
+            # dtype (integer partial sums <= 255 need 8 significant bits: bf16 has 8)
             if n % 8:
                 flat = F.pad(flat, (0, 8 - n % 8))
             return (flat.view(-1, 8) @ _bit_weights(x.device, flat.dtype)).to(torch.uint8).unsqueeze(0), strides
@@ -134,10 +137,10 @@ def pack_spikes(x: torch.Tensor, code: SpikeCode = SPIKES):
             k = F.pad(k, (0, 8 - n % 8))
         if sys.byteorder == "little":
             # 8 codes = the 8 bytes of an int64; (v >> j) & 0x01..01 keeps bit j of each byte, and
-            # the multiply gathers those 8 bits into the top byte (no carries: distinct positions)
-            v = k.view(torch.int64)
-            planes = [((((v >> j) & _LOW_BITS) * _GATHER) >> 56).to(torch.uint8) for j in range(code.bits)]
-            return torch.stack(planes), strides
+            # the multiply gathers those 8 bits into the top byte (no carries: distinct positions);
+            # every plane at once, by broadcasting over j
+            v = k.view(torch.int64).unsqueeze(0) >> _plane_shifts(x.device, torch.int64, code.bits)
+            return (((v & _LOW_BITS) * _GATHER) >> 56).to(torch.uint8), strides
         planes = ((k.view(1, -1, 8) >> torch.arange(code.bits, device=x.device, dtype=torch.uint8).view(-1, 1, 1)) & 1)
         return (planes.to(torch.float32) @ _bit_weights(x.device, torch.float32)).to(torch.uint8), strides
 
@@ -155,15 +158,45 @@ def unpack_spikes(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode =
         if code.bits == 1 and code.divisor == 1:
             flat = F.embedding(packed[0].int(), _bit_table(packed.device, dtype)).view(-1)
         else:
-            table = _bit_table(packed.device, torch.uint8)
-            k = None
-            for j in range(packed.shape[0]):  # bit planes, least significant first
-                plane = table.index_select(0, packed[j].int()).view(-1)
-                k = plane if j == 0 else k | (plane << j)
-            flat = k.to(dtype)
-            if code.divisor != 1:
-                flat = flat / code.divisor  # a power of two: exact
+            # one lookup for every plane: row 256 j + b of the table holds the 8 values bit j of
+            # b contributes (2^j / divisor or 0); their sum over j is exact (multiples of
+            # 1 / divisor below 256: representable in every float dtype)
+            index = packed.int() + _plane_offsets(packed.device, packed.shape[0])
+            table = _plane_table(packed.device, dtype, packed.shape[0], code.divisor)
+            flat = F.embedding(index, table).view(packed.shape[0], -1).sum(0, dtype=dtype)
     return flat[:n].as_strided(tuple(shape), tuple(strides))
+
+
+_SHIFTS: dict = {}
+_OFFSETS: dict = {}
+_PLANE_TABLES: dict = {}
+
+
+def _plane_shifts(device, dtype, bits: int) -> torch.Tensor:
+    """[bits, 1]: 0, 1, .., bits - 1 (the shift that brings plane j's bit to bit 0)."""
+    key = (device, dtype, bits)
+    if key not in _SHIFTS:
+        _SHIFTS[key] = torch.arange(bits, dtype=dtype).view(-1, 1).to(device)
+    return _SHIFTS[key]
+
+
+def _plane_offsets(device, bits: int) -> torch.Tensor:
+    """[bits, 1] int32: 256 j, plane j's first row in :func:`_plane_table`."""
+    key = (device, bits)
+    if key not in _OFFSETS:
+        _OFFSETS[key] = (torch.arange(bits, dtype=torch.int32) * 256).view(-1, 1).to(device)
+    return _OFFSETS[key]
+
+
+def _plane_table(device, dtype, bits: int, divisor: int) -> torch.Tensor:
+    """[256 bits, 8]: row 256 j + b holds bit i of b times 2^j / divisor at column i."""
+    key = (device, dtype, bits, divisor)
+    if key not in _PLANE_TABLES:
+        b = torch.arange(256).unsqueeze(-1) >> torch.arange(8) & 1  # [256, 8]
+        scale = 2.0 ** torch.arange(bits, dtype=torch.float64) / divisor  # exact: powers of two
+        table = (b.unsqueeze(0) * scale.view(-1, 1, 1)).reshape(256 * bits, 8)
+        _PLANE_TABLES[key] = table.to(device=device, dtype=dtype)
+    return _PLANE_TABLES[key]
 
 
 @contextlib.contextmanager
