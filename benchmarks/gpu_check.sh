@@ -11,7 +11,7 @@
 # one call and `memcheck bench` in the next (test / memcheck / bench build first when the
 # checkout's tssd_fast._C_cuda does not load, e.g. on a fresh machine).
 #
-# Phases: env build test memcheck bench overhead trainstep sass variants. Each one logs to
+# Phases: env build test memcheck bench overhead trainstep sass variants diag. Each one logs to
 # $OUT/<phase>.log and appends a line to $OUT/summary.txt; CAP_<phase> (seconds) stops a phase
 # that runs longer; the script goes on after a failing phase and exits non-zero at the end if
 # any failed. Environment: PYTHON (default python3), PYTEST_WORKERS (default 8, needs
@@ -20,7 +20,9 @@
 # (a second lif_throughput.py run, e.g. --neuron sj, logged to bench.log too),
 # GPU_CHECK_TRAIN_ARGS (arguments for train_step.py, default --quick --cuda-graphs),
 # GPU_CHECK_OVERHEAD_CPU=0 (the overhead phase times the CUDA path only),
-# GPU_CHECK_VARIANTS_ARGS (arguments for cuda_variants.py; it writes $OUT/variants.json).
+# GPU_CHECK_VARIANTS_ARGS (arguments for cuda_variants.py; it writes $OUT/variants.json),
+# GPU_CHECK_PROFILE_ARGS / GPU_CHECK_MEMDIFF_ARGS (the diag phase: profile_step.py, and
+# memory_diff.py, which writes $OUT/memory_diff.json).
 # The device tool returns at most 8 files from $OUT.
 set -u
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -211,6 +213,17 @@ phase_variants() {  # the kernels' tuning variants compiled with nvcc, checked a
   "$PY" benchmarks/cuda_variants.py --json "$OUT/variants.json" ${GPU_CHECK_VARIANTS_ARGS:-}
 }
 
+phase_diag() {  # the training step's open questions: packing's kernels, memory='min' vs plain
+  cd "$REPO" || return 1
+  local rc=0
+  # shellcheck disable=SC2086
+  "$PY" benchmarks/profile_step.py --device cuda ${GPU_CHECK_PROFILE_ARGS:---precision fp32 --memory plain,default --top 12} || rc=1
+  # shellcheck disable=SC2086
+  "$PY" benchmarks/memory_diff.py --device cuda --json "$OUT/memory_diff.json" \
+    ${GPU_CHECK_MEMDIFF_ARGS:---precision fp32 --settings bench,no-benchmark,deterministic} || rc=1
+  return $rc
+}
+
 built() {  # the checkout's CUDA extension loads (build outputs survive on a warm machine)
   (cd "$REPO" && "$PY" -c "import tssd_fast._C_cuda" 2>/dev/null)
 }
@@ -220,13 +233,13 @@ ensure_built() {
 
 export REPO OUT PY WORK
 export -f phase_env phase_build phase_test phase_memcheck phase_bench phase_overhead \
-  phase_trainstep phase_sass phase_variants
+  phase_trainstep phase_sass phase_variants phase_diag
 for p in "${PHASES[@]}"; do
   case "$p" in
     env) run_phase env phase_env ;;
     build) run_phase build phase_build ;;
-    test|memcheck|bench|overhead|trainstep|sass|variants) ensure_built; run_phase "$p" "phase_$p" ;;
-    *) note "unknown phase $p (env build test memcheck bench overhead trainstep sass variants)"
+    test|memcheck|bench|overhead|trainstep|sass|variants|diag) ensure_built; run_phase "$p" "phase_$p" ;;
+    *) note "unknown phase $p (env build test memcheck bench overhead trainstep sass variants diag)"
        FAILED=1 ;;
   esac
 done
