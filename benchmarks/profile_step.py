@@ -1,7 +1,7 @@
 """Where one TSSD training step's time goes, per memory mode: torch.profiler over a few steps of
 train_step.py's step (same network, method, neuron and batch), printed per step as the number
 of kernels launched (CUDA) or operators run (CPU), the host time, the device time, and the top
-operators by self device time (CPU: self CPU time).
+kernels by device time (CPU: operators by self CPU time).
 
 Written for the question the H200 run of 2026-11-28 left open: the spike-packing layers
 (memory='default') made the eager VGG-9 step 1.5-1.7x longer than memory='plain' on the GPU
@@ -59,7 +59,9 @@ def profile_mode(g: "TS.Group", provider, memory: str, device: torch.device, ste
         launches = sum(e.count for e in events if e.key.startswith("aten::"))
         dev_us = 0.0
         key = "self_cpu_time_total"
-    top = sorted((e for e in events if getattr(e, key) > 0), key=lambda e: -getattr(e, key))
+    # on CUDA the kernels themselves (the aten ops that launched them carry the same time)
+    mine = [e for e in events if not cuda or e.device_type.name == "CUDA"]
+    top = sorted((e for e in mine if getattr(e, key) > 0), key=lambda e: -getattr(e, key))
     return {"memory": memory, "wall_ms": wall * 1e3, "launches": launches / steps,
             "device_ms": dev_us / 1e3 / steps, "top": top, "key": key, "steps": steps}
 
@@ -70,12 +72,12 @@ def render(results: List[Dict[str, object]], n_top: int, cuda: bool) -> str:
              f"{r['launches']:.0f}"] for r in results]
     out = [harness.format_table(["memory", "wall ms/step", "device ms/step", f"{count}/step"],
                                 rows), ""]
-    what = "self device" if cuda else "self CPU"
+    what = "kernels by device" if cuda else "operators by self CPU"
     for r in results:
-        out.append(f"memory={r['memory']}: top {n_top} operators by {what} time, per step")
+        out.append(f"memory={r['memory']}: top {n_top} {what} time, per step")
         top = r["top"][:n_top]
         out.append(harness.format_table(
-            ["operator", "ms/step", "calls/step"],
+            ["kernel" if cuda else "operator", "ms/step", "calls/step"],
             [[e.key[:70], f"{getattr(e, r['key']) / 1e3 / r['steps']:.3f}",
               f"{e.count / r['steps']:.1f}"] for e in top]))
         out.append("")

@@ -323,4 +323,4 @@ def test_profile_step_counts_each_memory_modes_operators(capsys):
             if line.split()[:1] in (["plain"], ["default"])}
     assert set(rows) == {"plain", "default"}
     assert int(rows["default"][-1]) > int(rows["plain"][-1]) > 0
-    assert "memory=default: top 3 operators by self CPU time" in out
+    assert "memory=default: top 3 operators by self CPU time, per step" in out
