@@ -333,10 +333,7 @@ if triton is not None:
         half_width = tl.full([], half_width_d, ACC)
         atan_scale = tl.full([], atan_scale_d, ACC)
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        # mask None when every program is full (EVEN: N % BLOCK == 0): unpredicated accesses,
-        # and no zeroing of masked-off lanes before each load. Chosen here, in the kernel:
-        # Triton 3.6 (torch 2.11's) rejects a jit helper that returns None.
-        if EVEN:
+        if EVEN:  # as in _lif_fwd_kernel
             mask = None
         else:
             mask = offs < N
