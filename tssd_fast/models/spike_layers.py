@@ -80,24 +80,43 @@ SPIKES = SpikeCode()
 
 
 # ------------------------------------------------------------------------------------ packing
-_WEIGHTS: dict = {}
-_TABLES: dict = {}
+_CONSTANTS: dict = {}
+
+
+def _constant(key, make) -> torch.Tensor:
+    """A small constant tensor, built once per key (the key names its device and dtype)."""
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = make()
+    return _CONSTANTS[key]
 
 
 def _bit_weights(device, dtype) -> torch.Tensor:
-    key = (device, dtype)
-    if key not in _WEIGHTS:
-        _WEIGHTS[key] = (2.0 ** torch.arange(8, dtype=torch.float64)).to(device=device, dtype=dtype)
-    return _WEIGHTS[key]
+    """[8]: 1, 2, .., 128 in ``dtype``."""
+    return _constant(("weights", device, dtype),
+                     lambda: (2.0 ** torch.arange(8, dtype=torch.float64)).to(device=device, dtype=dtype))
 
 
-def _bit_table(device, dtype) -> torch.Tensor:
-    """[256, 8]: row b holds the 8 bits of b, least significant first, in ``dtype``."""
-    key = (device, dtype)
-    if key not in _TABLES:
-        table = (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1
-        _TABLES[key] = table.to(device=device, dtype=dtype)
-    return _TABLES[key]
+def _plane_shifts(device, dtype, bits: int) -> torch.Tensor:
+    """[bits, 1]: 0, 1, .., bits - 1 (the shift that brings plane j's bit to bit 0)."""
+    return _constant(("shifts", device, dtype, bits),
+                     lambda: torch.arange(bits, dtype=dtype).view(-1, 1).to(device))
+
+
+def _plane_offsets(device, bits: int) -> torch.Tensor:
+    """[bits, 1] int32: 256 j, plane j's first row in :func:`_plane_table`."""
+    return _constant(("offsets", device, bits),
+                     lambda: (torch.arange(bits, dtype=torch.int32) * 256).view(-1, 1).to(device))
+
+
+def _plane_table(device, dtype, bits: int, divisor: int) -> torch.Tensor:
+    """[256 bits, 8]: row 256 j + b holds bit i of b times 2^j / divisor at column i (for one
+    plane of spikes: row b = the 8 bits of b, least significant first)."""
+    def make():
+        b = torch.arange(256).unsqueeze(-1) >> torch.arange(8) & 1  # [256, 8]
+        scale = 2.0 ** torch.arange(bits, dtype=torch.float64) / divisor  # exact: powers of two
+        table = (b.unsqueeze(0) * scale.view(-1, 1, 1)).reshape(256 * bits, 8)
+        return table.to(device=device, dtype=dtype)
+    return _constant(("table", device, dtype, bits, divisor), make)
 
 
 def _memory_order(x: torch.Tensor):
@@ -141,7 +160,7 @@ def pack_spikes(x: torch.Tensor, code: SpikeCode = SPIKES):
             # every plane at once, by broadcasting over j
             v = k.view(torch.int64).unsqueeze(0) >> _plane_shifts(x.device, torch.int64, code.bits)
             return (((v & _LOW_BITS) * _GATHER) >> 56).to(torch.uint8), strides
-        planes = ((k.view(1, -1, 8) >> torch.arange(code.bits, device=x.device, dtype=torch.uint8).view(-1, 1, 1)) & 1)
+        planes = (k.view(1, -1, 8) >> _plane_shifts(x.device, torch.uint8, code.bits).unsqueeze(-1)) & 1
         return (planes.to(torch.float32) @ _bit_weights(x.device, torch.float32)).to(torch.uint8), strides
 
 
@@ -156,7 +175,7 @@ def unpack_spikes(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode =
         n *= s
     with _no_autocast(packed.device.type):
         if code.bits == 1 and code.divisor == 1:
-            flat = F.embedding(packed[0].int(), _bit_table(packed.device, dtype)).view(-1)
+            flat = F.embedding(packed[0].int(), _plane_table(packed.device, dtype, 1, 1)).view(-1)
         else:
             # one lookup for every plane: row 256 j + b of the table holds the 8 values bit j of
             # b contributes (2^j / divisor or 0); their sum over j is exact (multiples of
@@ -165,38 +184,6 @@ def unpack_spikes(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode =
             table = _plane_table(packed.device, dtype, packed.shape[0], code.divisor)
             flat = F.embedding(index, table).view(packed.shape[0], -1).sum(0, dtype=dtype)
     return flat[:n].as_strided(tuple(shape), tuple(strides))
-
-
-_SHIFTS: dict = {}
-_OFFSETS: dict = {}
-_PLANE_TABLES: dict = {}
-
-
-def _plane_shifts(device, dtype, bits: int) -> torch.Tensor:
-    """[bits, 1]: 0, 1, .., bits - 1 (the shift that brings plane j's bit to bit 0)."""
-    key = (device, dtype, bits)
-    if key not in _SHIFTS:
-        _SHIFTS[key] = torch.arange(bits, dtype=dtype).view(-1, 1).to(device)
-    return _SHIFTS[key]
-
-
-def _plane_offsets(device, bits: int) -> torch.Tensor:
-    """[bits, 1] int32: 256 j, plane j's first row in :func:`_plane_table`."""
-    key = (device, bits)
-    if key not in _OFFSETS:
-        _OFFSETS[key] = (torch.arange(bits, dtype=torch.int32) * 256).view(-1, 1).to(device)
-    return _OFFSETS[key]
-
-
-def _plane_table(device, dtype, bits: int, divisor: int) -> torch.Tensor:
-    """[256 bits, 8]: row 256 j + b holds bit i of b times 2^j / divisor at column i."""
-    key = (device, dtype, bits, divisor)
-    if key not in _PLANE_TABLES:
-        b = torch.arange(256).unsqueeze(-1) >> torch.arange(8) & 1  # [256, 8]
-        scale = 2.0 ** torch.arange(bits, dtype=torch.float64) / divisor  # exact: powers of two
-        table = (b.unsqueeze(0) * scale.view(-1, 1, 1)).reshape(256 * bits, 8)
-        _PLANE_TABLES[key] = table.to(device=device, dtype=dtype)
-    return _PLANE_TABLES[key]
 
 
 @contextlib.contextmanager
