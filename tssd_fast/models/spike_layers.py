@@ -102,21 +102,9 @@ def _plane_shifts(device, dtype, bits: int) -> torch.Tensor:
                      lambda: torch.arange(bits, dtype=dtype).view(-1, 1).to(device))
 
 
-def _plane_offsets(device, bits: int) -> torch.Tensor:
-    """[bits, 1] int32: 256 j, plane j's first row in :func:`_plane_table`."""
-    return _constant(("offsets", device, bits),
-                     lambda: (torch.arange(bits, dtype=torch.int32) * 256).view(-1, 1).to(device))
-
-
-def _plane_table(device, dtype, bits: int, divisor: int) -> torch.Tensor:
-    """[256 bits, 8]: row 256 j + b holds bit i of b times 2^j / divisor at column i (for one
-    plane of spikes: row b = the 8 bits of b, least significant first)."""
-    def make():
-        b = torch.arange(256).unsqueeze(-1) >> torch.arange(8) & 1  # [256, 8]
-        scale = 2.0 ** torch.arange(bits, dtype=torch.float64) / divisor  # exact: powers of two
-        table = (b.unsqueeze(0) * scale.view(-1, 1, 1)).reshape(256 * bits, 8)
-        return table.to(device=device, dtype=dtype)
-    return _constant(("table", device, dtype, bits, divisor), make)
+def _bit_masks(device) -> torch.Tensor:
+    """[8] uint8: 1, 2, .., 128 (bit i of a byte)."""
+    return _constant(("masks", device), lambda: (1 << torch.arange(8)).to(device=device, dtype=torch.uint8))
 
 
 def _memory_order(x: torch.Tensor):
@@ -174,15 +162,18 @@ def unpack_spikes(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode =
     for s in shape:
         n *= s
     with _no_autocast(packed.device.type):
-        if code.bits == 1 and code.divisor == 1:
-            flat = F.embedding(packed[0].int(), _plane_table(packed.device, dtype, 1, 1)).view(-1)
+        # elementwise, by broadcasting over the 8 bits of a byte: a 256-entry table lookup is
+        # as fast on the CPU, but on CUDA its gather kernel took 0.43 ms per layer on an H200
+        # (a third of the training step's device time; benchmarks/profile_step.py)
+        bits = (packed.unsqueeze(-1) & _bit_masks(packed.device)).ne_(0)  # [planes, m, 8] 0/1
+        if code.bits == 1:
+            k = bits[0]
         else:
-            # one lookup for every plane: row 256 j + b of the table holds the 8 values bit j of
-            # b contributes (2^j / divisor or 0); their sum over j is exact (multiples of
-            # 1 / divisor below 256: representable in every float dtype)
-            index = packed.int() + _plane_offsets(packed.device, packed.shape[0])
-            table = _plane_table(packed.device, dtype, packed.shape[0], code.divisor)
-            flat = F.embedding(index, table).view(packed.shape[0], -1).sum(0, dtype=dtype)
+            bits <<= _plane_shifts(packed.device, torch.uint8, code.bits).unsqueeze(-1)
+            k = bits.sum(0, dtype=torch.uint8)  # k <= max_count <= 255
+        flat = k.view(-1).to(dtype)
+        if code.divisor != 1:
+            flat = flat.mul_(1.0 / code.divisor)  # a power of two: exact in every float dtype
     return flat[:n].as_strided(tuple(shape), tuple(strides))
 
 
@@ -316,7 +307,9 @@ class _ConvBNFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, conv_w, conv_b, bn_w, bn_b, conv, bn, code, repeat):
-        z = bn(conv._conv_forward(x, conv_w, conv_b))
+        with _same_conv_plan(x.device.type):
+            y = conv._conv_forward(x, conv_w, conv_b)
+        z = bn(y)
         training = bn.training or (bn.running_mean is None and bn.running_var is None)
         stats = [] if training or bn.running_mean is None else [bn.running_mean.clone(), bn.running_var.clone()]
         ctx.save_for_backward(_keep_input(ctx, x, code, repeat), conv_w, conv_b, bn_w, bn_b, *stats)
@@ -342,13 +335,34 @@ class _ConvBNFn(torch.autograd.Function):
         # the forward's autocast state, also when it was off: backward() may be called inside an
         # autocast region, and the recompute must not cast what the forward did not cast
         amp = torch.autocast(dev, dtype=dtype, enabled=enabled) if dtype is not None else contextlib.nullcontext()
-        with torch.enable_grad(), amp:
+        with torch.enable_grad(), amp, _same_conv_plan(dev):
             y = conv._conv_forward(leaves[0], leaves[1], leaves[2])
             z = F.batch_norm(y, rm, rv, leaves[3], leaves[4], ctx.training, 0.0, bn.eps)
         wanted = [t for t, need in zip(leaves, ctx.needs_input_grad) if t is not None and need]
         grads = iter(torch.autograd.grad(z, wanted, grad, allow_unused=True))
         out = [next(grads) if t is not None and need else None for t, need in zip(leaves, ctx.needs_input_grad)]
         return (*out, None, None, None, None)
+
+
+@contextlib.contextmanager
+def _same_conv_plan(device_type: str):
+    """cuDNN's heuristic choice of convolution algorithm, not its benchmark, for the conv that
+    ``memory='min'`` recomputes in backward.
+
+    With ``cudnn.benchmark`` on, cuDNN times candidate algorithms once per thread, and backward
+    runs on autograd's device thread: the recompute could pick another algorithm than the
+    forward did and round differently (seen on an H200: 3 of 9 recomputed TF32 conv outputs
+    differed, and so did the gradients). The heuristics give both calls the same algorithm.
+    """
+    cudnn = torch.backends.cudnn
+    if device_type != "cuda" or not cudnn.benchmark:
+        yield
+        return
+    cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        cudnn.benchmark = True
 
 
 def _needs_grad(*tensors) -> bool:
