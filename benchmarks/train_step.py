@@ -39,7 +39,8 @@ Memory modes (after the neuron sweep; --memory-modes, --no-memory-modes): the sa
 the fastest fused tssd_fast neuron in each build_model(memory=...) mode: 'plain' (torch's
 layers keep everything), 'default' (spike inputs kept as bits, the batch once; bitwise plain's
 results, checked: same first loss, same state_dict after the first optimizer step and same
-gradients, bit for bit; a mode that differs says how: loss, how many tensors and gradients
+gradients, bit for bit, that first step run with cuDNN's deterministic heuristics so plain is
+reproducible at all on a GPU; a mode that differs says how: loss, how many tensors and gradients
 differ, the largest difference, which tensors, and whether a second plain run reproduces the
 first) and 'min' (also recompute every BN input in backward; benchmarks/memory_diff.py takes a
 'min' difference apart on the GPU). Per mode: the step time (interleaved) and its
@@ -444,13 +445,29 @@ def describe_diff(diff: dict, names: int = 3, against: str = "plain") -> str:
     return text
 
 
+@contextlib.contextmanager
+def reproducible_cudnn():
+    """cuDNN's deterministic algorithms, chosen by heuristics, for the step that compares memory
+    modes bit for bit: with cudnn.benchmark on, the chosen algorithms (and their rounding) depend
+    on timing, and some use atomics, so plain itself is not reproducible bit for bit on a GPU
+    (an H200 showed it). The timed steps run with the caller's settings."""
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark, cudnn.deterministic
+    cudnn.benchmark, cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = before
+
+
 def _plain_rerun(g: Group, p: N.NeuronProvider, x, y, device, seed: int, ref: "Point",
                  loss_ref: float):
     """A second plain point, one step, compared with the first: the control that tells a
     difference of the modes from run-to-run nondeterminism (e.g. atomics in cuDNN kernels)."""
     try:
         pt = Point(g, p, x, y, device, seed, memory="plain")
-        loss = pt.step().item()
+        with reproducible_cudnn():
+            loss = pt.step().item()
     except Exception as e:  # noqa: BLE001
         return f"error: {harness.short_error(e)}"
     return compare_steps(pt.model, ref.model, loss, loss_ref)
@@ -478,7 +495,8 @@ def run_memory_group(g: Group, p: N.NeuronProvider, modes: Sequence[str], device
         rows[mode] = dict(base, memory=mode, status="ok")
         try:
             pt = Point(g, p, x, y, device, seed, memory=mode)
-            rows[mode]["loss0"] = pt.step().item()
+            with reproducible_cudnn():
+                rows[mode]["loss0"] = pt.step().item()
         except Exception as e:  # noqa: BLE001 - reported, the other modes go on
             rows[mode]["status"] = f"error: {harness.short_error(e)}"
             continue
@@ -987,8 +1005,9 @@ def main(argv=None) -> int:
         print(f"\nmemory modes ({mem_p.name} neuron; build_model(memory=...), docs/MEMORY.md): "
               "plain = torch's layers keep everything; default = spike inputs kept as bits, "
               "the batch once, avg pools keep shapes only (bitwise plain's results); min = "
-              "also recompute each BN input in backward. saved = kept for backward (float = "
-              "fp32/bf16 tensors, bits = uint8: LIF window bits and packed spikes); time vs "
+              "also recompute each BN input in backward. First step checked bit for bit against "
+              "plain" + (" (cuDNN deterministic, no benchmark)" if cuda else "")
+              + ". saved = kept for backward (float = fp32/bf16 tensors, bits = uint8: LIF window bits and packed spikes); time vs "
               "plain = this mode's median step / plain's, timed interleaved"
               + ("; peak = CUDA memory at the peak of a step" if cuda else "") + ":\n"
               + render_memory(mem_rows, cuda))

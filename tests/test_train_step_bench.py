@@ -245,3 +245,17 @@ def test_memory_diff_script_on_cpu(monkeypatch, capsys, tmp_path):
     (r,) = json.loads((tmp_path / "d.json").read_text())
     assert r["setting"] == "bench" and not r["min"]["same"] and r["min"]["diff"]["grads"]["differ"]
     assert len(r["min"]["probe"]) == 9 and not any(c["conv_equal"] for c in r["min"]["probe"])
+
+
+def test_memory_check_step_runs_with_reproducible_cudnn(monkeypatch):
+    """The bitwise memory-mode check runs its step with cuDNN deterministic and unbenchmarked
+    (plain is not reproducible otherwise on a GPU), then gives the caller's settings back."""
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    with ts.reproducible_cudnn():
+        assert (cudnn.benchmark, cudnn.deterministic) == (False, True)
+    assert (cudnn.benchmark, cudnn.deterministic) == (True, False)
+    with pytest.raises(ValueError), ts.reproducible_cudnn():
+        raise ValueError("inside")
+    assert (cudnn.benchmark, cudnn.deterministic) == (True, False)
