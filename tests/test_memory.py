@@ -261,20 +261,3 @@ def test_memory_mode_switch_and_other_neurons():
     with pytest.raises(ValueError):
         build_model("vgg9", memory="small")
 
-
-@pytest.mark.parametrize("bench_on", [True, False])
-def test_min_recompute_uses_cudnn_heuristics(bench_on, monkeypatch):
-    """memory='min' runs its conv (forward and backward's recompute) with cudnn.benchmark off on
-    CUDA, so both pick the same algorithm on any thread; the user's setting comes back, also
-    after an error; other devices are left alone."""
-    from tssd_fast.models.spike_layers import _same_conv_plan
-    cudnn = torch.backends.cudnn
-    monkeypatch.setattr(cudnn, "benchmark", bench_on)
-    with _same_conv_plan("cuda"):
-        assert cudnn.benchmark is False
-    assert cudnn.benchmark is bench_on
-    with pytest.raises(RuntimeError), _same_conv_plan("cuda"):
-        raise RuntimeError("inside")
-    assert cudnn.benchmark is bench_on
-    with _same_conv_plan("cpu"):
-        assert cudnn.benchmark is bench_on

@@ -498,3 +498,17 @@ def test_cuda_graphs_refuses_cpu_and_other_optimizers(tmp_path, capsys):
                             "--out-dir", tmp_path / "b"], capsys)
     assert code == 2 and _one_line(err) and "--optimizer sgd" in err, err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("flag, memory, want", [(None, "default", True), (None, "plain", True), (None, "min", False),
+                                                ("on", "min", True), ("off", "default", False)])
+def test_cudnn_benchmark_off_by_default_for_memory_min(flag, memory, want):
+    """cuDNN autotuning (set on CUDA runs) is on unless --memory min, whose backward recompute must
+    pick the forward's conv algorithm; --cudnn-benchmark on/off overrides."""
+    from tssd_fast.train.config import cudnn_benchmark
+    args = SYN + ["--memory", memory] + ([] if flag is None else ["--cudnn-benchmark", flag])
+    cfg = config_from_args(args)
+    assert cfg.cudnn_benchmark == (flag or "auto")
+    assert cudnn_benchmark(cfg) is want
+    with pytest.raises(SystemExit):
+        config_from_args(SYN + ["--cudnn-benchmark", "sometimes"])

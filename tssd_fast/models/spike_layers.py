@@ -162,9 +162,9 @@ def unpack_spikes(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode =
     for s in shape:
         n *= s
     with _no_autocast(packed.device.type):
-        # elementwise, by broadcasting over the 8 bits of a byte: a 256-entry table lookup is
-        # as fast on the CPU, but on CUDA its gather kernel took 0.43 ms per layer on an H200
-        # (a third of the training step's device time; benchmarks/profile_step.py)
+        # elementwise, by broadcasting over the 8 bits of a byte. A 256-entry table lookup is as
+        # fast on the CPU, but on an H200 its gather kernel took 3.9 of a VGG-9 step's 11.7 ms
+        # of device time; this way the step takes 8.3 ms (plain: 7.6; profile_step.py)
         bits = (packed.unsqueeze(-1) & _bit_masks(packed.device)).ne_(0)  # [planes, m, 8] 0/1
         if code.bits == 1:
             k = bits[0]
@@ -302,14 +302,14 @@ class _ConvBNFn(torch.autograd.Function):
     Forward runs the modules' own computation (running statistics updated once). Backward
     recomputes conv + BN from the kept input under the forward's autocast state (on or off,
     whatever autocast region backward() runs in) and lets autograd differentiate that, so the
-    gradients are those of the plain layers.
+    gradients are those of the plain layers. On CUDA that needs cudnn.benchmark off: backward
+    runs on autograd's thread, whose cuDNN plan cache is its own, and a benchmarked choice there
+    may be another algorithm than the forward's (docs/MEMORY.md).
     """
 
     @staticmethod
     def forward(ctx, x, conv_w, conv_b, bn_w, bn_b, conv, bn, code, repeat):
-        with _same_conv_plan(x.device.type):
-            y = conv._conv_forward(x, conv_w, conv_b)
-        z = bn(y)
+        z = bn(conv._conv_forward(x, conv_w, conv_b))
         training = bn.training or (bn.running_mean is None and bn.running_var is None)
         stats = [] if training or bn.running_mean is None else [bn.running_mean.clone(), bn.running_var.clone()]
         ctx.save_for_backward(_keep_input(ctx, x, code, repeat), conv_w, conv_b, bn_w, bn_b, *stats)
@@ -335,34 +335,13 @@ class _ConvBNFn(torch.autograd.Function):
         # the forward's autocast state, also when it was off: backward() may be called inside an
         # autocast region, and the recompute must not cast what the forward did not cast
         amp = torch.autocast(dev, dtype=dtype, enabled=enabled) if dtype is not None else contextlib.nullcontext()
-        with torch.enable_grad(), amp, _same_conv_plan(dev):
+        with torch.enable_grad(), amp:
             y = conv._conv_forward(leaves[0], leaves[1], leaves[2])
             z = F.batch_norm(y, rm, rv, leaves[3], leaves[4], ctx.training, 0.0, bn.eps)
         wanted = [t for t, need in zip(leaves, ctx.needs_input_grad) if t is not None and need]
         grads = iter(torch.autograd.grad(z, wanted, grad, allow_unused=True))
         out = [next(grads) if t is not None and need else None for t, need in zip(leaves, ctx.needs_input_grad)]
         return (*out, None, None, None, None)
-
-
-@contextlib.contextmanager
-def _same_conv_plan(device_type: str):
-    """cuDNN's heuristic choice of convolution algorithm, not its benchmark, for the conv that
-    ``memory='min'`` recomputes in backward.
-
-    With ``cudnn.benchmark`` on, cuDNN times candidate algorithms once per thread, and backward
-    runs on autograd's device thread: the recompute could pick another algorithm than the
-    forward did and round differently (seen on an H200: 3 of 9 recomputed TF32 conv outputs
-    differed, and so did the gradients). The heuristics give both calls the same algorithm.
-    """
-    cudnn = torch.backends.cudnn
-    if device_type != "cuda" or not cudnn.benchmark:
-        yield
-        return
-    cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        cudnn.benchmark = True
 
 
 def _needs_grad(*tensors) -> bool:

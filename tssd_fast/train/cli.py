@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--memory", choices=("default", "min", "plain"),
                    help="what backward keeps (docs/MEMORY.md): default = spikes as bits, bitwise the plain "
                         "results; min = also recompute BN inputs in backward (less memory, slower); plain = torch's layers")
+    g.add_argument("--cudnn-benchmark", dest="cudnn_benchmark", choices=("auto", "on", "off"),
+                   help="CUDA: let cuDNN time its conv algorithms (auto = on, except with --memory min, whose "
+                        "backward recompute then picks the forward's algorithm: docs/MEMORY.md)")
 
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=METHOD_NAMES,

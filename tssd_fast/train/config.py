@@ -38,6 +38,7 @@ class TrainConfig:
     stem: str = "auto"  # resnet stem: auto (imagenet if input >= 112 px), cifar, imagenet
     backend: str = "auto"  # LIF backend
     memory: str = "default"  # what backward keeps: default (spikes as bits), min (+ BN inputs recomputed), plain
+    cudnn_benchmark: str = "auto"  # CUDA: on | off | auto (on, except with memory=min: see cudnn_benchmark())
     # method
     method: str = "tssd"
     T: Optional[int] = None
@@ -122,6 +123,18 @@ def scaled_schedule(preset: Dict[str, Any], epochs: int, flags: Dict[str, Any]) 
         if key in preset and key not in flags:
             out[key] = max(1, int(preset[key] * epochs / base + 0.5))
     return out
+
+
+def cudnn_benchmark(cfg: "TrainConfig") -> bool:
+    """Whether a CUDA run autotunes cuDNN's algorithms (``torch.backends.cudnn.benchmark``).
+
+    ``auto`` is on, except with ``memory='min'``: PyTorch caches the chosen cuDNN plans per
+    thread, and min's backward recomputes each conv on autograd's thread, which may pick
+    another algorithm than the forward did; the gradients then differ from plain's by that
+    algorithm's rounding. Without benchmarking, both threads take cuDNN's heuristic choice: on
+    an H200 every recomputed conv output was then the forward's, bit for bit (docs/MEMORY.md).
+    """
+    return cfg.cudnn_benchmark == "on" or (cfg.cudnn_benchmark == "auto" and cfg.memory != "min")
 
 
 def uses_teacher_run(cfg: "TrainConfig") -> bool:
@@ -241,7 +254,8 @@ def finalize(cfg: TrainConfig) -> TrainConfig:
                           ("amp_dtype", ("auto", "bf16", "fp16")),
                           ("dist_backend", ("auto", "gloo", "nccl")),
                           ("stem", ("auto", "cifar", "imagenet")),
-                          ("memory", ("default", "min", "plain"))):
+                          ("memory", ("default", "min", "plain")),
+                          ("cudnn_benchmark", ("auto", "on", "off"))):
         if getattr(cfg, name) not in choices:
             raise ValueError(f"{name} must be one of {choices}, got {getattr(cfg, name)!r}")
     if cfg.cuda_graphs and cfg.optimizer != "sgd":

@@ -24,7 +24,7 @@ import torch
 from . import distributed as D
 from .builders import ann_input, build_data, build_method, build_network, dataset_meta, load_teacher, method_needs_weak
 from .checkpoint import FORMAT, atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig
+from .config import TrainConfig, cudnn_benchmark
 from .cuda_graph import GraphedStep
 from .optim import build_optimizer, build_scheduler
 
@@ -126,7 +126,7 @@ class Trainer:
                 raise RunSetupError(f"{cfg.resume} has already trained {self.epoch} of --epochs {cfg.epochs}: "
                                     f"pass --epochs N with N > {self.epoch} to train further")
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = cudnn_benchmark(cfg)
         self._graph: Optional[GraphedStep] = None
         self._graph_out: Dict[str, Any] = {}
 
