@@ -1,7 +1,8 @@
 """Where one TSSD training step's time goes, per memory mode: torch.profiler over a few steps of
 train_step.py's step (same network, method, neuron and batch), printed per step as the number
-of kernels launched (CUDA) or operators run (CPU), the host time, the device time, and the top
-kernels by device time (CPU: operators by self CPU time).
+of kernels launched (CUDA) or operators run (CPU), the step time without and with the
+profiler, the device time, the calls that make the host wait for the GPU (synchronisations and
+copies, CUDA), the top kernels by device time and the top operators by self CPU (host) time.
 
 Written for the question the H200 run of 2026-11-28 left open: the spike-packing layers
 (memory='default') made the eager VGG-9 step 1.5-1.7x longer than memory='plain' on the GPU
@@ -44,6 +45,11 @@ def profile_mode(g: "TS.Group", provider, memory: str, device: torch.device, ste
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     harness.synchronize(device)
     t0 = time.perf_counter()
+    for _ in range(steps):
+        pt.step()
+    harness.synchronize(device)
+    plain_wall = (time.perf_counter() - t0) / steps
+    t0 = time.perf_counter()
     with profile(activities=acts) as prof:
         for _ in range(steps):
             pt.step()
@@ -62,15 +68,28 @@ def profile_mode(g: "TS.Group", provider, memory: str, device: torch.device, ste
     # on CUDA the kernels themselves (the aten ops that launched them carry the same time)
     mine = [e for e in events if not cuda or e.device_type.name == "CUDA"]
     top = sorted((e for e in mine if getattr(e, key) > 0), key=lambda e: -getattr(e, key))
-    return {"memory": memory, "wall_ms": wall * 1e3, "launches": launches / steps,
-            "device_ms": dev_us / 1e3 / steps, "top": top, "key": key, "steps": steps}
+    host = sorted((e for e in events if e.device_type.name == "CPU" and e.self_cpu_time_total > 0),
+                  key=lambda e: -e.self_cpu_time_total)
+    waits = {e.key: e.count / steps for e in events if e.key in WAITS and e.count}
+    return {"memory": memory, "step_ms": plain_wall * 1e3, "wall_ms": wall * 1e3,
+            "launches": launches / steps, "device_ms": dev_us / 1e3 / steps, "top": top,
+            "host": host, "waits": waits, "key": key, "steps": steps}
+
+
+WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy",
+         "cudaMemcpyAsync", "cudaStreamWaitEvent")
+"""Runtime calls that can make the host wait for the GPU (a copy to the host waits for the
+stream): in an eager step any one of them stalls the launches behind it."""
 
 
 def render(results: List[Dict[str, object]], n_top: int, cuda: bool) -> str:
     count = "kernels launched" if cuda else "aten ops run"
-    rows = [[r["memory"], f"{r['wall_ms']:.2f}", f"{r['device_ms']:.2f}" if cuda else "-",
-             f"{r['launches']:.0f}"] for r in results]
-    out = [harness.format_table(["memory", "wall ms/step", "device ms/step", f"{count}/step"],
+    rows = [[r["memory"], f"{r['step_ms']:.2f}", f"{r['wall_ms']:.2f}",
+             f"{r['device_ms']:.2f}" if cuda else "-", f"{r['launches']:.0f}"]
+            + ([", ".join(f"{k} {v:g}" for k, v in r["waits"].items()) or "none"] if cuda else [])
+            for r in results]
+    out = [harness.format_table(["memory", "ms/step", "profiled ms/step", "device ms/step",
+                                 f"{count}/step"] + (["host waits/step"] if cuda else []),
                                 rows), ""]
     what = "kernels by device" if cuda else "operators by self CPU"
     for r in results:
@@ -81,6 +100,13 @@ def render(results: List[Dict[str, object]], n_top: int, cuda: bool) -> str:
             [[e.key[:70], f"{getattr(e, r['key']) / 1e3 / r['steps']:.3f}",
               f"{e.count / r['steps']:.1f}"] for e in top]))
         out.append("")
+        if cuda:  # the host side: where the launching thread's time goes
+            out.append(f"memory={r['memory']}: top {n_top} operators by self CPU (host) time, per step")
+            out.append(harness.format_table(
+                ["operator", "host ms/step", "calls/step"],
+                [[e.key[:70], f"{e.self_cpu_time_total / 1e3 / r['steps']:.3f}",
+                  f"{e.count / r['steps']:.1f}"] for e in r["host"][:n_top]]))
+            out.append("")
     return "\n".join(out)
 
 
