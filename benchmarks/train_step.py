@@ -792,6 +792,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "method tssd if swept): saved bytes, CUDA peak and step time per mode "
                          "(default plain,default,min)")
     ap.add_argument("--no-memory-modes", action="store_true", help="skip that comparison")
+    ap.add_argument("--cudnn-benchmark", choices=("on", "off"), default="on",
+                    help="CUDA: cudnn.benchmark for the timed steps (default on; tssd_fast.train "
+                         "turns it off for --memory min: time that with --memory min "
+                         "--memory-modes min,plain --cudnn-benchmark off)")
     s = ap.add_argument_group("size")
     s.add_argument("--batch", type=int)
     s.add_argument("--width", type=float, help="channel width multiplier")
@@ -909,19 +913,19 @@ def main(argv=None) -> int:
     threads_note = resolve_threads(args, device)
     sweep = resolve_sweep(args, device)
     if cuda:
-        torch.backends.cudnn.benchmark = True  # as tssd_fast.train does
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"  # tssd_fast.train: on unless min
 
     env = harness.environment(device)
     env["threads_note"] = threads_note
     if cuda:
-        env["cudnn_benchmark"] = True
+        env["cudnn_benchmark"] = torch.backends.cudnn.benchmark
         env["allow_tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
                              "cudnn": torch.backends.cudnn.allow_tf32}
     inputs = sweep["inputs"]
     print("Train step -- one full training step per neuron implementation (end to end)\n"
           f"{harness.environment_header(env)}\n"
           f"torch threads: {threads_note}"
-          + (f"; cudnn.benchmark on, TF32 matmul {env['allow_tf32']['matmul']} / cudnn "
+          + (f"; cudnn.benchmark {args.cudnn_benchmark}, TF32 matmul {env['allow_tf32']['matmul']} / cudnn "
              f"{env['allow_tf32']['cudnn']}" if cuda else "") + "\n"
           f"networks: {', '.join(sweep['archs'])} at width {sweep['width']:g}"
           + (" (reduced from 1: the full width takes seconds per step on a small CPU; neuron "

@@ -259,3 +259,11 @@ def test_memory_check_step_runs_with_reproducible_cudnn(monkeypatch):
     with pytest.raises(ValueError), ts.reproducible_cudnn():
         raise ValueError("inside")
     assert (cudnn.benchmark, cudnn.deterministic) == (True, False)
+
+
+def test_cudnn_benchmark_flag():
+    """--cudnn-benchmark on (the default) / off sets cudnn.benchmark for the timed CUDA steps."""
+    assert ts.parse_args(TINY).cudnn_benchmark == "on"
+    assert ts.parse_args(TINY + ["--cudnn-benchmark", "off"]).cudnn_benchmark == "off"
+    with pytest.raises(SystemExit):
+        ts.parse_args(TINY + ["--cudnn-benchmark", "auto"])
