@@ -29,8 +29,8 @@ import gc
 import hashlib
 import json
 import math
-import re
 import os
+import re
 import platform
 import subprocess
 import sys
@@ -583,6 +583,21 @@ def list_arg(conv=str, choices: Optional[Sequence] = None):
                     f"{', '.join(map(str, choices))})")
         return vals
     return parse
+
+
+@contextlib.contextmanager
+def cudnn_settings(benchmark: bool, deterministic: bool, allow_tf32: Optional[bool] = None):
+    """cudnn.benchmark, cudnn.deterministic and (unless None) cudnn.allow_tf32 set for the
+    block, the caller's values back after it (process-wide flags, read at each conv call)."""
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32
+    cudnn.benchmark, cudnn.deterministic = benchmark, deterministic
+    if allow_tf32 is not None:
+        cudnn.allow_tf32 = allow_tf32
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32 = before
 
 
 def resolve_device(name: str) -> torch.device:

@@ -52,14 +52,6 @@ SETTINGS = {"bench": (True, False, True), "no-benchmark": (False, False, True),
             "strict": (False, True, False)}
 
 
-@contextlib.contextmanager
-def cudnn_flags(name: str):
-    benchmark, deterministic, tf32 = SETTINGS[name]
-    with torch.backends.cudnn.flags(enabled=True, benchmark=benchmark, deterministic=deterministic,
-                                    allow_tf32=tf32):
-        yield
-
-
 def _bn_stats(y, bn):
     """(mean, invstd) that BatchNorm saves for backward on y (train mode), and its backend."""
     def maybe(t, fn):
@@ -156,7 +148,7 @@ def run_setting(args, device, setting: str, precision: str) -> dict:
     x, y = ts.make_batch(g, device, args.seed)
     out = {"setting": setting, "precision": precision, "flags": dict(zip(
         ("benchmark", "deterministic", "allow_tf32"), SETTINGS[setting])), "provider": p.name}
-    with cudnn_flags(setting):
+    with harness.cudnn_settings(*SETTINGS[setting]):
         ref = ts.Point(g, p, x, y, device, args.seed, memory="plain")
         loss_ref = ref.step().item()
         for mode in ["plain", *args.modes]:

@@ -445,19 +445,12 @@ def describe_diff(diff: dict, names: int = 3, against: str = "plain") -> str:
     return text
 
 
-@contextlib.contextmanager
 def reproducible_cudnn():
     """cuDNN's deterministic algorithms, chosen by heuristics, for the step that compares memory
     modes bit for bit: with cudnn.benchmark on, the chosen algorithms (and their rounding) depend
     on timing, and some use atomics, so plain itself is not reproducible bit for bit on a GPU
     (an H200 showed it). The timed steps run with the caller's settings."""
-    cudnn = torch.backends.cudnn
-    before = cudnn.benchmark, cudnn.deterministic
-    cudnn.benchmark, cudnn.deterministic = False, True
-    try:
-        yield
-    finally:
-        cudnn.benchmark, cudnn.deterministic = before
+    return harness.cudnn_settings(benchmark=False, deterministic=True)
 
 
 def _plain_rerun(g: Group, p: N.NeuronProvider, x, y, device, seed: int, ref: "Point",
@@ -1011,8 +1004,9 @@ def main(argv=None) -> int:
               "the batch once, avg pools keep shapes only (bitwise plain's results); min = "
               "also recompute each BN input in backward. First step checked bit for bit against "
               "plain" + (" (cuDNN deterministic, no benchmark)" if cuda else "")
-              + ". saved = kept for backward (float = fp32/bf16 tensors, bits = uint8: LIF window bits and packed spikes); time vs "
-              "plain = this mode's median step / plain's, timed interleaved"
+              + ". saved = kept for backward (float = fp32/bf16 tensors, bits = uint8: LIF window "
+              "bits and packed spikes); time vs plain = this mode's median step / plain's, "
+              "timed interleaved"
               + ("; peak = CUDA memory at the peak of a step" if cuda else "") + ":\n"
               + render_memory(mem_rows, cuda))
     skipped = [p for p in providers if p.skip is not None]
