@@ -19,7 +19,8 @@ neuron state in the compute dtype (`state_bytes`: 4, or 8 for float64):
 v0 is read only when the call starts from a state tensor (reads_v0=True). The benchmarks start
 every call from the default state, a number (LIFNode after reset(); the op's v_init), so no
 implementation has to read a v0 there. Likewise the gradients of v0 / v_last are not counted:
-the benchmarks use only the spikes, so no implementation has to produce or consume them.
+the benchmarks use only the spikes, so no implementation has to produce or consume them (the
+op's backward writes grad_v0 only when a v0 tensor needs it, FLAG_GRAD_V0).
 """
 from typing import Dict
 

@@ -48,7 +48,7 @@ def compile_kernel(direction: str, storage: torch.dtype, constexprs: Dict, n: in
     if direction == "forward":  # a fresh neuron (the state a scalar), as after reset()
         const.update(STORE_V=False, HAS_V0=False)
     else:
-        const.update(HAS_GVS=False, HAS_GVL=False)
+        const.update(HAS_GVS=False, HAS_GVL=False, HAS_GV0=False)  # no gradient for the scalar
     const.update(constexprs)
     const.update(overrides)
     if "AHEAD" not in const and module is None:  # as the launcher picks it

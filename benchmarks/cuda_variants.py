@@ -17,7 +17,8 @@ the GPU run also times the build's op ('op' row).
                                                   # of every variant, N = 2^24, T = 2, 4, 8, 16
 
 On the GPU each (dtype, T) point first runs every variant once on the same input and compares
-its outputs (spikes, v_last, the saved bits / H, grad_x, grad_v0) bit for bit with base's, and
+its outputs (spikes, v_last, the saved bits / H, grad_x; no grad_v0, as for a call from the
+default state) bit for bit with base's, and
 base's with the op of the build (torch.ops.tssd_fast, when tssd_fast._C_cuda is loaded): a
 variant that differs is reported, not timed. Then the variants are timed in interleaved rounds
 (benchmarks/harness.py: CUDA events, L2 flushed before each call), and % copy is the op's
@@ -146,12 +147,10 @@ class Point:
         self.bits = torch.empty(window_rows(T), N, device=device, dtype=torch.uint8) \
             if bits else None
         self.h = None if bits else torch.empty(T, N, device=device, dtype=acc)
-        self.grad_x = torch.empty_like(self.x)
-        self.grad_v0 = torch.empty(N, device=device, dtype=acc)
+        self.grad_x = torch.empty_like(self.x)  # no grad_v0: the call starts from v_init
 
     def outputs(self) -> Dict[str, torch.Tensor]:
-        out = dict(spikes=self.spikes, v_last=self.v_last, grad_x=self.grad_x,
-                   grad_v0=self.grad_v0)
+        out = dict(spikes=self.spikes, v_last=self.v_last, grad_x=self.grad_x)
         out.update({"bits": self.bits} if self.h is None else {"H": self.h})
         return out
 
@@ -190,7 +189,7 @@ class Launcher:
         fname, fvec, self.fargs = cupy_lif.forward_launch(
             p.x, None, p.spikes, p.v_last, None, p.h, p.bits, p.lif, p.lif.v_init)
         bname, bvec, self.bargs = cupy_lif.backward_launch(
-            p.grad_s, None, None, p.h, p.bits, p.grad_x, p.grad_v0, p.lif)
+            p.grad_s, None, None, p.h, p.bits, p.grad_x, None, p.lif)
         want = vec16(p.x.dtype)
         if fvec != want or bvec != want:
             raise ValueError(f"N = {p.x.shape[1]} and the pointers allow VEC {fvec}/{bvec}, the "
@@ -234,8 +233,8 @@ def op_train(p: Point, backend: str):
     def run():
         spikes, v_last, _, saved = fwd(p.x, None, p.lif.v_init, tau, vth, vr, alpha,
                                        flags | FLAG_SAVE)
-        gx, gv0 = bwd(p.grad_s, None, None, saved, tau, vth, vr, alpha, flags, order)
-        return dict(spikes=spikes, v_last=v_last, grad_x=gx, grad_v0=gv0,
+        gx, _ = bwd(p.grad_s, None, None, saved, tau, vth, vr, alpha, flags, order)
+        return dict(spikes=spikes, v_last=v_last, grad_x=gx,
                     **({"bits": saved} if p.h is None else {"H": saved}))
     return run
 

@@ -34,6 +34,9 @@ enum LIFFlag : int64_t {
   kFlagDetachReset = 4,
   kFlagStoreVSeq = 8,
   kFlagSave = 16,  // save H or the window bits for backward (the autograd formula sets it)
+  // backward: compute grad_v0 (else it is an empty [0] tensor). A call from the scalar v_init
+  // has no v0 to differentiate; its N * 4 bytes are a fifth of a bf16 T=2 backward's traffic.
+  kFlagGradV0 = 128,
 };
 constexpr int kSurrogateShift = 5;  // surrogate id in bits 5-6
 
@@ -61,8 +64,8 @@ void lif_with_static_flags(const LIFParams<acc_t>& p, Fn&& fn) {
 }
 
 // What a device launcher receives: flat [T, N] tensors in one memory order, every output
-// allocated. Undefined tensors are absent (v0: start from v_init; v_seq / h / bits: not wanted;
-// grad_v_seq / grad_v_last: no gradient).
+// allocated. Undefined tensors are absent (v0: start from v_init; v_seq / h / bits / grad_v0: not
+// wanted; grad_v_seq / grad_v_last: no gradient).
 struct ForwardArgs {
   at::Tensor x, v0, spikes, v_last, v_seq, h, bits;
   double v_init, tau, v_threshold, v_reset, alpha;
@@ -222,6 +225,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward_ho
 
 // grad_s / grad_v_seq [T, *] and grad_v_last [*] in any layout; `order` is the memory order the
 // forward ran in (memory_order(x), empty for contiguous), the order of the saved H / bits.
+// Returns grad_x [T, *] and grad_v0: [*] with kFlagGradV0, else [0] (nothing computed).
 inline std::tuple<at::Tensor, at::Tensor> lif_backward_host(
     const at::Tensor& grad_s_in, const std::optional<at::Tensor>& grad_v_seq_in,
     const std::optional<at::Tensor>& grad_v_last_in, const at::Tensor& saved, double tau,
@@ -250,12 +254,13 @@ inline std::tuple<at::Tensor, at::Tensor> lif_backward_host(
     a.grad_v_last = permuted(*grad_v_last_in, torder).to(cdt).contiguous();
   }
   a.grad_x = fresh(empty, gs, gs.sizes(), gs.scalar_type());
-  a.grad_v0 = fresh(empty, gs, gs.sizes().slice(1), cdt);
+  const bool want_gv0 = (flags & kFlagGradV0) != 0;
+  if (want_gv0) a.grad_v0 = fresh(empty, gs, gs.sizes().slice(1), cdt);
   set_scalars(a, tau, v_threshold, v_reset, alpha, flags, T, N);
   if (T == 0 || N == 0) {
-    if (a.grad_v_last.defined()) {
+    if (want_gv0 && a.grad_v_last.defined()) {
       a.grad_v0.copy_(a.grad_v_last);
-    } else {
+    } else if (want_gv0) {
       a.grad_v0.zero_();
     }
   } else {
@@ -277,6 +282,7 @@ inline std::tuple<at::Tensor, at::Tensor> lif_backward_host(
     }
     launch(a);
   }
+  if (!want_gv0) return {permuted(a.grad_x, inverse(order)), empty({0}, cdt, gs)};
   auto [grad_x, grad_v0] = in_input_order(a.grad_x, a.grad_v0, order);
   return {grad_x, grad_v0};
 }

@@ -5,7 +5,7 @@
 //   lif_forward(x [T, *], v0 [*]?, v_init, tau, v_threshold, v_reset, alpha, flags)
 //       -> (spikes [T, *], v_last [*], v_seq [T, *] or [0], saved)
 //   lif_backward(grad_s, grad_v_seq?, grad_v_last?, saved, tau, v_threshold, v_reset, alpha,
-//                flags, order) -> (grad_x [T, *], grad_v0 [*])
+//                flags, order) -> (grad_x [T, *], grad_v0 [*] with kFlagGradV0, else [0])
 //
 // v0 absent means every neuron starts from the scalar v_init (no tensor is made for it).
 // `flags` packs the booleans and the surrogate id (csrc/lif_host.h, tssd_fast/ops/config.py).
@@ -89,12 +89,14 @@ class LIFFunction : public torch::autograd::Function<LIFFunction> {
       grad_s = like.new_zeros_symint(ctx->saved_data["shape"].toSymIntVector(),
                                      like.options().dtype(ctx->saved_data["dtype"].toScalarType()));
     }
+    // grad_v0 only for a v0 tensor that needs it (none for a scalar v_init): N writes fewer.
+    const bool gv0 = ctx->saved_data["has_v0"].toBool() && ctx->needs_input_grad(1);
     auto [grad_x, grad_v0] =
         backward_op().call(grad_s, grad_v_seq, grad_v_last, saved, s[0], s[1], s[2], s[3],
-                           flags, order);
+                           gv0 ? flags | kFlagGradV0 : flags, order);
     variable_list out(8);
     out[0] = grad_x;
-    if (ctx->saved_data["has_v0"].toBool()) out[1] = grad_v0;  // no gradient for a scalar v_init
+    if (gv0) out[1] = grad_v0;
     return out;
   }
 };

@@ -10,7 +10,7 @@ from torch import nn
 import tssd_fast
 from tssd_fast import LIFNode, surrogate
 from tssd_fast.ops import lif_op
-from tssd_fast.ops.config import LIFConfig
+from tssd_fast.ops.config import FLAG_GRAD_V0, LIFConfig
 from _reference64 import Neuron, backward, forward
 
 # compute dtype of each storage dtype
@@ -95,11 +95,14 @@ def fwd_args(x, v0, hard, surr, store, save, backend):
     return (x, v0, 0.0) + cfg.op_args(store, save) + lif_op.op_overloads(backend)[2]
 
 
-def bwd_args(grad_s, grad_v_seq, grad_v_last, saved, hard, surr, backend, order=()):
-    """Arguments of the backward op of `backend`, for the neuron of fwd_args."""
+def bwd_args(grad_s, grad_v_seq, grad_v_last, saved, hard, surr, backend, order=(),
+             grad_v0=False):
+    """Arguments of the backward op of `backend`, for the neuron of fwd_args; grad_v0: ask for
+    grad_v0 (FLAG_GRAD_V0), else the op returns it as [0]."""
     cfg = LIFConfig(2.0, 1.0, 0.0 if hard else None, False, surr, 1.0 if surr == 0 else 4.0,
                     False)
-    return ((grad_s, grad_v_seq, grad_v_last, saved) + cfg.op_args() + (list(order),)
+    flags = cfg.flags() | (FLAG_GRAD_V0 if grad_v0 else 0)
+    return ((grad_s, grad_v_seq, grad_v_last, saved) + cfg.scalars() + (flags, list(order))
             + lif_op.op_overloads(backend)[2])
 
 

@@ -3,7 +3,8 @@
 tests/cuda_on_cpu.cpp compiles the bodies with g++ (CUDA built-ins defined there) and launches
 them over the whole grid, block by block and thread by thread. Every output is compared bit for
 bit with the `cpp` backend's op (the same per-step header, csrc/lif_step.h): spikes, v_last,
-V[t], the saved H or window bits, grad_x and grad_v0, for fp32, bf16 and fp64, the 16-byte
+V[t], the saved H or window bits, grad_x and grad_v0 (asked for with a v0 tensor; without one,
+a null grad_v0 the bodies must not touch), for fp32, bf16 and fp64, the 16-byte
 width with the flags fixed at compile time (as the GPU build runs them) and at run time, the
 VEC=1 fallback, odd T (partial window-bit bytes), N over several blocks, and every reset /
 surrogate / decay_input / detach_reset combination. fp16 converts with PTX only and is left to
@@ -15,7 +16,7 @@ from collections import Counter
 import pytest
 import torch
 
-from tssd_fast.ops.config import LIFConfig, window_rows
+from tssd_fast.ops.config import FLAG_GRAD_V0, LIFConfig, window_rows
 from tssd_fast.ops.lif_op import op_overloads
 from _cuda_on_cpu import GXX, build
 from _reference64 import Neuron, all_neurons
@@ -81,14 +82,20 @@ def _run(lib, n, dtype, T, N, vec, static_flags, with_v0, store_v, with_gvs, see
     gs = torch.randn(T, N, generator=g, dtype=torch.float64).to(dtype)
     gvs = torch.randn(T, N, generator=g, dtype=torch.float64).to(acc) if with_gvs else None
     gvl = torch.randn(N, generator=g, dtype=torch.float64).to(acc) if with_gvs else None
-    gx, gv0 = bwd(gs, gvs, gvl, saved, *cfg.op_args(), [])
-    e_gx, e_gv0 = _fresh((T, N), dtype), _fresh((N,), acc)
+    # grad_v0 is asked for when there is a v0 tensor (as the autograd formula does); else the
+    # op returns [0] and the bodies get a null pointer
+    gx, gv0 = bwd(gs, gvs, gvl, saved, *cfg.scalars(),
+                  cfg.flags() | (FLAG_GRAD_V0 if with_v0 else 0), [])
+    e_gx, e_gv0 = _fresh((T, N), dtype), _fresh((N,), acc) if with_v0 else None
     assert lib.lif_emu_backward(DTYPES[dtype], vec, SURROGATES[n.surrogate], int(bits_mode),
                                 static_flags, _p(gs), _p(gvs), _p(gvl),
                                 None if bits_mode else _p(saved), _p(saved) if bits_mode else None,
                                 _p(e_gx), _p(e_gv0), T, N, tau, vth, vr, alpha, *flags) == 0
     _same(e_gx, gx, "grad_x")
-    _same(e_gv0, gv0, "grad_v0")
+    if with_v0:
+        _same(e_gv0, gv0, "grad_v0")
+    else:
+        assert gv0.shape == (0,) and gv0.dtype == acc
     return dict(x=x, grad_s=gs, grad_v_seq=gvs, h=None if bits_mode else saved)
 
 

@@ -235,7 +235,7 @@ def _check_launch_arguments(ptx: str, key):
     launches = (cupy_lif.forward_launch(x, v0, s, vl, None, h, None, cfg, 0.5),
                 cupy_lif.forward_launch(x, None, s, vl, h, None, bits, cfg, 0.5),
                 cupy_lif.backward_launch(x, h, v0, h, None, gx, gv0, cfg),
-                cupy_lif.backward_launch(x, None, None, None, bits, gx, gv0, cfg))
+                cupy_lif.backward_launch(x, None, None, None, bits, gx, None, cfg))  # no grad_v0
     checked = 0
     for name, vec, args in launches:
         if name in cupy_lif.kernel_names(key):  # the bits entries exist for Rect + soft reset

@@ -246,9 +246,10 @@ def test_opcheck(backend, hard, surr, store):
     torch.library.opcheck(fwd, fwd_args(x, v0, hard, surr, store, True, backend))
     torch.library.opcheck(fwd, fwd_args(x, None, hard, surr, store, True, backend))
     saved = fwd(*fwd_args(x.detach(), v0.detach(), hard, surr, False, True, backend))[3]
-    args = bwd_args(torch.randn(5, 36, device=DEV), torch.randn(5, 36, device=DEV),
-                    torch.randn(36, device=DEV), saved, hard, surr, backend)
-    torch.library.opcheck(bwd, args)
+    for grad_v0 in (False, True):
+        args = bwd_args(torch.randn(5, 36, device=DEV), torch.randn(5, 36, device=DEV),
+                        torch.randn(36, device=DEV), saved, hard, surr, backend, grad_v0=grad_v0)
+        torch.library.opcheck(bwd, args)
 
 
 def test_cuda_graph_capture(backend):

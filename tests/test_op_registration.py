@@ -31,11 +31,12 @@ def test_opcheck_backward(backend):
     fwd, bwd, _ = op_overloads(backend)
     for hard, surr in [(False, 0), (True, 0), (True, 2)]:
         saved = fwd(*fwd_args(x, v0, hard, surr, False, True, backend))[3]
-        args = bwd_args(torch.randn(9, 6), torch.randn(9, 6), torch.randn(6), saved, hard, surr,
-                        backend)
-        torch.library.opcheck(bwd, args)
-        args = args[:1] + (None, None) + args[3:]
-        torch.library.opcheck(bwd, args)
+        for grad_v0 in (False, True):  # grad_v0 [0] (not asked for) or [6]
+            args = bwd_args(torch.randn(9, 6), torch.randn(9, 6), torch.randn(6), saved, hard,
+                            surr, backend, grad_v0=grad_v0)
+            torch.library.opcheck(bwd, args)
+            args = args[:1] + (None, None) + args[3:]
+            torch.library.opcheck(bwd, args)
 
 
 @pytest.mark.parametrize("backend", CPU_FUSED)

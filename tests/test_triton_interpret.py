@@ -146,6 +146,23 @@ else:  # the child: TRITON_INTERPRET=1 was set before this process imported anyt
         tssd_fast.lif_multistep(torch.randn(3, 5), backend=B)
         assert calls == [1]
 
+    @pytest.mark.parametrize("v0_kind", ["scalar", "tensor", "grad"])
+    def test_backward_gets_grad_v0_only_when_v0_needs_it(monkeypatch, v0_kind):
+        # from the scalar v_init, or a v0 without grad, the kernel gets no grad_v0 (HAS_GV0
+        # off: N values fewer to write); a v0 with grad gets one, and its gradient
+        seen = []
+        real = triton_lif.TritonLauncher.backward
+        monkeypatch.setattr(triton_lif.TritonLauncher, "backward",
+                            lambda self, *a: (seen.append(a[6]), real(self, *a))[1])
+        x = torch.randn(4, 2, 9, requires_grad=True)
+        v = None if v0_kind == "scalar" else torch.randn(2, 9, requires_grad=v0_kind == "grad")
+        spikes, v_last, _ = tssd_fast.lif_multistep(x, v, backend=B)
+        (spikes.sum() + v_last.sum()).backward()
+        assert len(seen) == 1 and (seen[0] is not None) == (v0_kind == "grad")
+        assert torch.isfinite(x.grad).all()
+        if v0_kind == "grad":
+            assert v.grad.shape == (2, 9) and torch.isfinite(v.grad).all()
+
     def test_environment_override_selects_triton(monkeypatch):
         monkeypatch.setenv(registry.ENV_BACKEND, "triton")
         assert registry.resolve_backend("auto", "cpu", torch.float32) == "triton"
@@ -312,8 +329,9 @@ else:  # the child: TRITON_INTERPRET=1 was set before this process imported anyt
         torch.library.opcheck(fwd, fwd_args(x, v0, False, 0, True, True, B))
         torch.library.opcheck(fwd, fwd_args(x, None, True, 1, False, True, B))
         saved = fwd(*fwd_args(x.detach(), v0.detach(), True, 1, False, True, B))[3]
-        torch.library.opcheck(bwd, bwd_args(torch.randn(5, 7), None, torch.randn(7), saved,
-                                            True, 1, B))
+        for grad_v0 in (False, True):
+            torch.library.opcheck(bwd, bwd_args(torch.randn(5, 7), None, torch.randn(7), saved,
+                                                True, 1, B, grad_v0=grad_v0))
 
     def test_torch_compile_fullgraph_through_the_python_launcher_op():
         model, eager, v_eager, g_eager, out, g_comp = eager_and_compiled(B)

@@ -103,7 +103,7 @@ def _child() -> int:
             lambda: la.forward(b["x"], None, b["s"], b["vl"], None, None, b["bits"], PAPER, 0.25),
             lambda: la.forward(b["x"], b["v0"], b["s"], b["vl"], b["vs"], b["h"], None,
                                SPIKINGJELLY_DEFAULT),
-            lambda: la.backward(b["x"], None, None, None, b["bits"], b["gx"], b["gv0"], PAPER),
+            lambda: la.backward(b["x"], None, None, None, b["bits"], b["gx"], None, PAPER),
             lambda: la.backward(b["x"], b["vs"], b["v0"], b["h"], None, b["gx"], b["gv0"],
                                 SPIKINGJELLY_DEFAULT),
         ]

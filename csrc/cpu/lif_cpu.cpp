@@ -119,7 +119,9 @@ void backward_range(const scalar_t* __restrict__ grad_s, const acc_t* __restrict
         }
       }
     }
-    for (int64_t j = 0; j < nb; ++j) grad_v0[n0 + j] = gv[j];
+    if (grad_v0) {  // null: not wanted (no v0 tensor needs a gradient)
+      for (int64_t j = 0; j < nb; ++j) grad_v0[n0 + j] = gv[j];
+    }
   }
 }
 
@@ -179,7 +181,7 @@ void launch_backward(const BackwardArgs& a) {
           auto args = std::make_tuple(
               a.grad_s.data_ptr<scalar_t>(), opt_ptr<acc_t>(a.grad_v_seq),
               opt_ptr<acc_t>(a.grad_v_last), opt_ptr<acc_t>(a.h), opt_ptr<uint8_t>(a.bits),
-              a.grad_x.data_ptr<scalar_t>(), a.grad_v0.data_ptr<acc_t>(), a.T, a.N, p);
+              a.grad_x.data_ptr<scalar_t>(), opt_ptr<acc_t>(a.grad_v0), a.T, a.N, p);
           if (a.bits.defined()) {
             std::apply(backward_impl<scalar_t, acc_t, kRect, true, P>, args);
           } else if (surrogate == kRect) {

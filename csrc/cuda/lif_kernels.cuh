@@ -20,6 +20,7 @@
 // Bytes moved per neuron-step are exactly the op's inputs and outputs, each touched once:
 //   forward : x + spikes (2 x storage) [+ H (acc) | + 1/8 byte of window bits] [+ V (acc)]
 //   backward: grad_s + grad_x (2 x storage) + H (acc) or 1/8 byte [+ grad_v_seq (acc)]
+//   per neuron: forward [v0 (acc)] + v_last (acc); backward [grad_v_last] [+ grad_v0] (acc)
 #pragma once
 
 #include "../lif_step.h"
@@ -375,8 +376,9 @@ __device__ __forceinline__ void lif_prefetch_rows(const S* grad_s, const A* grad
 
 // Backward (BPTT) over grad_s [T, N], from t = T-1 down to 0. BITS: the Rect + soft reset case,
 // reading the window bits instead of H (sg = alpha * bit). grad_v_seq [T, N] and grad_v_last [N]
-// may be null (no gradient). Writes grad_x [T, N] and grad_v0 [N]. Same layout rules as forward.
-// Reads grad_s and H (or the bits) (+ grad_v_seq, grad_v_last); writes grad_x and grad_v0.
+// may be null (no gradient); so may grad_v0 (not wanted: a call from the scalar v_init). Writes
+// grad_x [T, N] and grad_v0 [N]. Same layout rules as forward.
+// Reads grad_s and H (or the bits) (+ grad_v_seq, grad_v_last); writes grad_x (+ grad_v0).
 template <typename S, typename A, int VEC, int SURR, bool BITS, bool HAS_GVS, typename P>
 __device__ __forceinline__ void lif_backward_loop(
     const S* __restrict__ grad_s, const A* __restrict__ grad_v_seq,
@@ -447,7 +449,7 @@ __device__ __forceinline__ void lif_backward_loop(
       lif_store_row<S, A, VEC>(grad_x + off, gx);
     }
   }
-  lif_vstore<A, VEC>(grad_v0 + n, gv);
+  if (grad_v0 != nullptr) lif_vstore<A, VEC>(grad_v0 + n, gv);  // null: not wanted
 }
 
 template <typename S, typename A, int VEC, int SURR, bool BITS, typename P>

@@ -130,7 +130,7 @@ void launch_backward_typed(const BackwardArgs& a, cudaStream_t stream) {
   const A* gvl = opt_ptr<A>(a.grad_v_last);
   const A* hs = opt_ptr<A>(a.h);
   const lif_u8* bs = opt_ptr<uint8_t>(a.bits);
-  A* gv0 = a.grad_v0.data_ptr<A>();
+  A* gv0 = opt_ptr<A>(a.grad_v0);
   const int64_t es = sizeof(S), ea = sizeof(A);
   const int vec = pick_vec(a.N, static_cast<int>(16 / es),
                            {{gsp, es}, {gxp, es}, {gvs, ea}, {gvl, ea}, {hs, ea}, {bs, 1},

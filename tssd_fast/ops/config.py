@@ -20,6 +20,7 @@ FLAG_DETACH_RESET = 4
 FLAG_STORE_V_SEQ = 8
 FLAG_SAVE = 16  # save H / window bits for backward (the C++ autograd formula sets it itself)
 SURROGATE_SHIFT = 5  # surrogate id (0 Rect, 1 Sigmoid, 2 ATan) in bits 5-6
+FLAG_GRAD_V0 = 128  # backward: compute grad_v0 [*] (else [0]); the autograd formulas set it
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import torch
 from . import _ext
 from .config import (FLAG_DECAY_INPUT, FLAG_DETACH_RESET, FLAG_HARD_RESET, LIFConfig,
                      backward_reads_bits, save_mode, tau_is_pow2, window_rows)
+from .reference import compute_dtype
 
 THREADS = 256  # tssd_fast::cuda::kThreads
 VECS = (4, 2, 1)  # every dtype; 16-bit storage also has 8 (vecs())
@@ -362,7 +363,7 @@ def backward_launch(grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad
     """(kernel name, vector width, argument tuple) of a backward launch, as forward_launch."""
     import numpy as np
     T, N = grad_s.shape
-    acc = grad_v0.dtype
+    acc = compute_dtype(grad_s.dtype)
     use_bits = backward_reads_bits(h_saved, bits, "cupy")
     if use_bits:
         h_saved = None
@@ -373,7 +374,7 @@ def backward_launch(grad_s, grad_v_seq, grad_v_last, h_saved, bits, grad_x, grad
                        (bits, "bits", torch.uint8, window_rows(T) * N),
                        (grad_x, "grad_x", grad_s.dtype, T * N), (grad_v0, "grad_v0", acc, N)):
         _check(t, grad_s, n, d, k)
-    es, ea = grad_s.element_size(), grad_v0.element_size()
+    es, ea = grad_s.element_size(), acc.itemsize
     vec = pick_vec(N, [(_ptr(grad_s), es), (_ptr(grad_x), es), (_ptr(grad_v_seq), ea),
                        (_ptr(grad_v_last), ea), (_ptr(h_saved), ea), (_ptr(bits), 1),
                        (_ptr(grad_v0), ea)], vecs(grad_s.dtype))

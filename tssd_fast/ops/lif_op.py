@@ -10,7 +10,9 @@ one function the module layer (LIFNode) and the functional form call.
 Contract (both ops, csrc/lif_host.h): x [T, *] in any layout; v0 [*] or None (then every neuron
 starts at the scalar v_init); outputs spikes [T, *] (x's dtype), v_last [*], v_seq [T, *] or [0]
 (compute dtype), with x's memory order when time is its outermost dim; `saved` is H [T, N], the
-Rect window bits [ceil(T/8), N] uint8, or [0] when nothing is saved. Flags: ops.config.
+Rect window bits [ceil(T/8), N] uint8, or [0] when nothing is saved. Backward returns grad_x
+[T, *] and grad_v0: [*] with FLAG_GRAD_V0, else [0] (the autograd formulas ask for it only when
+a v0 tensor needs a gradient). Flags: ops.config.
 """
 import math
 from typing import List, Optional, Tuple
@@ -19,8 +21,8 @@ import torch
 
 from . import _alloc, _ext, registry
 from .backends import CPP_OP, REFERENCE
-from .config import (FLAG_SAVE, FLAG_STORE_V_SEQ, LIFConfig, config, inverse, memory_order,
-                     permuted, tail_order, window_bits_saved, window_rows)
+from .config import (FLAG_GRAD_V0, FLAG_SAVE, FLAG_STORE_V_SEQ, LIFConfig, config, inverse,
+                     memory_order, permuted, tail_order, window_bits_saved, window_rows)
 from .reference import compute_dtype, lif_multistep_ref
 
 Tensors4 = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -76,8 +78,12 @@ def _fake_backward(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_r
                    flags, order, backend=None):
     order = list(order)
     gp = permuted(grad_s, order)
-    return _in_input_order(grad_s.new_empty(gp.shape),
-                           grad_s.new_empty(gp.shape[1:], dtype=compute_dtype(grad_s.dtype)), order)
+    cdt = compute_dtype(grad_s.dtype)
+    if not flags & FLAG_GRAD_V0:
+        return (permuted(grad_s.new_empty(gp.shape), inverse(order)),
+                grad_s.new_empty((0,), dtype=cdt))
+    return _in_input_order(grad_s.new_empty(gp.shape), grad_s.new_empty(gp.shape[1:], dtype=cdt),
+                           order)
 
 
 _fakes_registered = []
@@ -150,12 +156,14 @@ def _py_backward(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_res
     shape = gs.shape
     T, N = shape[0], math.prod(shape[1:])
     grad_x = _alloc.new_empty((T, N), gs.dtype, gs.device)  # flat: viewed as `shape` below
-    grad_v0 = _alloc.new_empty((N,), cdt, gs.device)
+    want_gv0 = bool(flags & FLAG_GRAD_V0)
+    grad_v0 = _alloc.new_empty((N,), cdt, gs.device) if want_gv0 else None
     gvl = None
     if grad_v_last is not None:
         gvl = permuted(grad_v_last, tail_order(order)).to(cdt).contiguous().view(N)
     if T == 0 or N == 0:
-        grad_v0.copy_(gvl) if gvl is not None else grad_v0.zero_()
+        if want_gv0:
+            grad_v0.copy_(gvl) if gvl is not None else grad_v0.zero_()
     else:
         cfg = config(tau, v_threshold, v_reset, alpha, flags)
         gvs = None
@@ -165,6 +173,8 @@ def _py_backward(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_res
         registry.launcher(backend).backward(
             gs.view(T, N), gvs, gvl, None if bits is not None else saved.view(T, N), bits,
             grad_x, grad_v0, cfg)
+    if not want_gv0:
+        return permuted(grad_x.view(shape), inverse(order)), gs.new_empty((0,), dtype=cdt)
     grad_x, grad_v0 = grad_x.view(shape), grad_v0.view(shape[1:])
     return _in_input_order(grad_x, grad_v0, order) if order else (grad_x, grad_v0)
 
@@ -193,9 +203,12 @@ def _backward(ctx, grad_s, grad_v_last, grad_v_seq, _grad_saved, backward_fn=Non
     if grad_s is None:  # only v_last / v_seq were used downstream
         like = grad_v_last if grad_v_last is not None else grad_v_seq
         grad_s = torch.zeros(shape, dtype=dtype, device=like.device)
-    grad_x, grad_v0 = (backward_fn or lif_backward_py)(grad_s, grad_v_seq, grad_v_last, saved,
-                                                       *ctx.args, ctx.order, ctx.backend)
-    return (grad_x, grad_v0 if ctx.has_v0 else None) + (None,) * 7
+    gv0 = ctx.has_v0 and ctx.needs_input_grad[1]  # no gradient for a scalar v_init
+    tau, v_threshold, v_reset, alpha, flags = ctx.args
+    grad_x, grad_v0 = (backward_fn or lif_backward_py)(
+        grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_reset, alpha,
+        flags | FLAG_GRAD_V0 if gv0 else flags, ctx.order, ctx.backend)
+    return (grad_x, grad_v0 if gv0 else None) + (None,) * 7
 
 
 lif_forward_py.register_autograd(_backward, setup_context=_setup_context)

@@ -28,6 +28,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .config import LIFConfig, backward_reads_bits, save_mode, tau_is_pow2
+from .reference import compute_dtype
 
 try:  # optional dependency
     import triton
@@ -320,11 +321,12 @@ if triton is not None:
                         atan_scale_d: tl.float64,
                         HARD: tl.constexpr, DECAY: tl.constexpr, DETACH: tl.constexpr,
                         TAU_POW2: tl.constexpr, SURR: tl.constexpr, BITS: tl.constexpr,
-                        HAS_GVS: tl.constexpr, HAS_GVL: tl.constexpr, F64: tl.constexpr,
-                        BLOCK: tl.constexpr, EVEN: tl.constexpr, AHEAD: tl.constexpr):
+                        HAS_GVS: tl.constexpr, HAS_GVL: tl.constexpr, HAS_GV0: tl.constexpr,
+                        F64: tl.constexpr, BLOCK: tl.constexpr, EVEN: tl.constexpr,
+                        AHEAD: tl.constexpr):
         # Time runs backward: first the T % 8 steps of the partial byte row T // 8 (from the
         # top), then the full groups T // 8 - 1 .. 0, each from its bit 7 to its bit 0.
-        ACC = gv0_ptr.dtype.element_ty
+        ACC = tl.float64 if F64 else tl.float32  # gv0_ptr is a stand-in without HAS_GV0
         tau = tl.full([], tau_d, ACC)
         inv_tau = tl.full([], inv_tau_d, ACC)
         v_th = tl.full([], v_th_d, ACC)
@@ -389,7 +391,8 @@ if triton is not None:
                     alpha, half_width, atan_scale, HARD, DECAY, DETACH, TAU_POW2, SURR, BITS,
                     HAS_GVS, F64, AHEAD)
                 t -= 1
-        tl.store(gv0_ptr + offs, gv, mask=mask)
+        if HAS_GV0:  # else not wanted: no v0 tensor needs a gradient
+            tl.store(gv0_ptr + offs, gv, mask=mask)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -564,15 +567,17 @@ class TritonLauncher:
                         (grad_x, "grad_x"), (grad_v0, "grad_v0")):
             _check(t, grad_s, name)
         block, warps = _launch_shape(N, grad_s.dtype)
-        k = _scalars(cfg, grad_v0.dtype)
-        ptrs = (grad_s, grad_v0 if grad_v_seq is None else grad_v_seq,
-                grad_v0 if grad_v_last is None else grad_v_last,
-                grad_v0 if (use_bits or h_saved is None) else h_saved,
-                grad_x if bits is None else bits, grad_x, grad_v0)
+        k = _scalars(cfg, compute_dtype(grad_s.dtype))
+        # Absent tensors: any valid pointer (never touched: constexpr off).
+        ptrs = (grad_s, grad_x if grad_v_seq is None else grad_v_seq,
+                grad_x if grad_v_last is None else grad_v_last,
+                grad_x if (use_bits or h_saved is None) else h_saved,
+                grad_x if bits is None else bits, grad_x, grad_x if grad_v0 is None else grad_v0)
         consts = dict(HARD=k.HARD, DECAY=k.DECAY, DETACH=k.DETACH,
                       TAU_POW2=k.TAU_POW2, SURR=0 if use_bits else int(cfg.surrogate_id),
                       BITS=use_bits, HAS_GVS=grad_v_seq is not None,
-                      HAS_GVL=grad_v_last is not None, F64=k.F64, BLOCK=block,
+                      HAS_GVL=grad_v_last is not None, HAS_GV0=grad_v0 is not None,
+                      F64=k.F64, BLOCK=block,
                       EVEN=N % block == 0, AHEAD=_ahead(False, use_bits, grad_v_seq is not None))
         _bwd_launch(-(-N // block), ptrs, (T, N),
                     (k.tau, k.inv_tau, k.v_th, k.v_reset, k.alpha, k.half_width, k.atan_scale),
