@@ -69,6 +69,40 @@ def test_state_carries_over_until_reset(backend):
     assert torch.equal(node(x), full)
 
 
+def test_reset_net_calls_every_reset_getattr_would_find():
+    # reset_net skips the attribute lookup for modules that cannot have a `reset`: every way a
+    # module can still supply one must be called, as getattr(m, "reset") would find it
+    calls = []
+
+    class WithMethod(nn.Module):
+        def reset(self):
+            calls.append("method")
+
+    class WithGetattr(nn.Module):  # supplies `reset` from its own __getattr__
+        def __getattr__(self, name):
+            if name == "reset":
+                return lambda: calls.append("getattr")
+            return super().__getattr__(name)
+
+    class Callable(nn.Module):  # a submodule named `reset` is callable: it is called
+        def forward(self):
+            calls.append("submodule")
+
+    instance_attr = nn.Identity()
+    instance_attr.__dict__["reset"] = lambda: calls.append("instance")
+    holder = nn.Module()
+    holder.reset = Callable()
+    buffer_holder = nn.Module()
+    buffer_holder.register_buffer("reset", torch.zeros(1))  # a tensor is not callable: skipped
+    net = nn.Sequential(WithMethod(), WithGetattr(), instance_attr, holder, buffer_holder,
+                        nn.Linear(2, 2), LIFNode(step_mode="m"))
+    tssd_fast.reset_net(net)
+    assert sorted(calls) == ["getattr", "instance", "method", "submodule"]
+    import tssd_fast.neuron as neuron
+    for m in net.modules():  # the same answer as the full lookup, module by module
+        assert neuron._reset_of(m) is not None or getattr(m, "reset", None) is None
+
+
 def test_soft_reset_state_starts_at_zero():
     node = LIFNode(v_reset=None)
     assert node.v == 0.0
