@@ -22,7 +22,7 @@
 # GPU_CHECK_OVERHEAD_CPU=0 (the overhead phase times the CUDA path only),
 # GPU_CHECK_VARIANTS_ARGS (arguments for cuda_variants.py; it writes $OUT/variants.json),
 # GPU_CHECK_PROFILE_ARGS / GPU_CHECK_MEMDIFF_ARGS (the diag phase: profile_step.py, and
-# memory_diff.py, which writes $OUT/memory_diff.json).
+# memory_diff.py, which writes $OUT/memory_diff.json; GPU_CHECK_MEMDIFF_ARGS=skip leaves it out).
 # The device tool returns at most 8 files from $OUT.
 set -u
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -218,6 +218,7 @@ phase_diag() {  # the training step's open questions: packing's kernels, memory=
   local rc=0
   # shellcheck disable=SC2086
   "$PY" benchmarks/profile_step.py --device cuda ${GPU_CHECK_PROFILE_ARGS:---precision fp32 --memory plain,default --top 12} || rc=1
+  [ "${GPU_CHECK_MEMDIFF_ARGS:-}" = skip ] && return $rc
   # shellcheck disable=SC2086
   "$PY" benchmarks/memory_diff.py --device cuda --json "$OUT/memory_diff.json" \
     ${GPU_CHECK_MEMDIFF_ARGS:---precision fp32 --settings bench,no-benchmark,deterministic} || rc=1
