@@ -512,3 +512,24 @@ def test_cudnn_benchmark_off_by_default_for_memory_min(flag, memory, want):
     assert cudnn_benchmark(cfg) is want
     with pytest.raises(SystemExit):
         config_from_args(SYN + ["--cudnn-benchmark", "sometimes"])
+
+
+def test_channels_last_trains_like_nchw(tmp_path):
+    """--channels-last: NHWC conv weights in the checkpoint, and the first step equal to NCHW's
+    within float32 rounding (torch's default tolerance): other conv kernels sum in another
+    order. Later steps can drift further (a membrane potential at the threshold flips a spike),
+    as runs on different hardware do, so one step is compared."""
+    args = SYN + ["--epochs", "1", "--max-steps-per-epoch", "1", "--backend", "cpp"]
+    assert main(args + ["--out-dir", tmp_path / "nchw"]) == 0
+    assert main(args + ["--out-dir", tmp_path / "nhwc", "--channels-last"]) == 0
+    assert json.loads((tmp_path / "nhwc" / "config.json").read_text())["config"]["channels_last"] is True
+    a = load_checkpoint(tmp_path / "nchw" / "checkpoint_last.pt")["model"]
+    b = load_checkpoint(tmp_path / "nhwc" / "checkpoint_last.pt")["model"]
+    convs = [k for k, v in b.items() if v.dim() == 4]
+    assert convs and all(b[k].is_contiguous(memory_format=torch.channels_last) and not b[k].is_contiguous()
+                         for k in convs)
+    assert all(a[k].is_contiguous() for k in convs)
+    for k, v in a.items():
+        torch.testing.assert_close(b[k], v, msg=k)
+    assert metrics(tmp_path / "nhwc")[-1]["train_loss"] == pytest.approx(metrics(tmp_path / "nchw")[-1]["train_loss"],
+                                                                           rel=1e-6)

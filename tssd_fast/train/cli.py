@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cudnn-benchmark", dest="cudnn_benchmark", choices=("auto", "on", "off"),
                    help="CUDA: let cuDNN time its conv algorithms (auto = on, except with --memory min, whose "
                         "backward recompute then picks the forward's algorithm: docs/MEMORY.md)")
+    g.add_argument("--channels-last", dest="channels_last", action=B,
+                   help="keep conv weights and image batches in channels_last memory format (NHWC); the "
+                        "spiking layers keep it through time (default off; docs/TRAINING.md)")
 
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=METHOD_NAMES,

@@ -39,6 +39,7 @@ class TrainConfig:
     backend: str = "auto"  # LIF backend
     memory: str = "default"  # what backward keeps: default (spikes as bits), min (+ BN inputs recomputed), plain
     cudnn_benchmark: str = "auto"  # CUDA: on | off | auto (on, except with memory=min: see cudnn_benchmark())
+    channels_last: bool = False  # conv weights and 4-D image batches in channels_last memory format
     # method
     method: str = "tssd"
     T: Optional[int] = None

@@ -109,6 +109,8 @@ class Trainer:
         _seed_everything(cfg.seed)  # same initial weights on every rank and for every data setting
         try:
             self.net = build_network(cfg, self.meta, self.needs_weak).to(self.device)
+            if cfg.channels_last:  # conv weights NHWC: the convs then run and return NHWC
+                self.net = self.net.to(memory_format=torch.channels_last)
         except ValueError as e:  # e.g. an input size the architecture cannot take
             raise RunSetupError(f"--arch {cfg.arch} on {cfg.dataset} (input {self.meta['input_size']}): {e}; "
                                 f"resize the input with --data-opt size=N (N = 16, 32, ...)") from e
@@ -139,6 +141,15 @@ class Trainer:
         if self.cfg.amp_dtype == "bf16" or self.device.type != "cuda":
             return torch.bfloat16
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _input(self, x: torch.Tensor, non_blocking: bool = False) -> torch.Tensor:
+        """A batch on the run's device; an image batch [B, C, H, W] in channels_last with
+        --channels-last (event frames [B, T, C, H, W] stay as they are: the first conv's NHWC
+        weights make its output NHWC)."""
+        x = x.to(self.device, non_blocking=non_blocking)
+        if self.cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def autocast(self):
         """``torch.autocast`` context of the run (a no-op without ``--amp``)."""
@@ -271,10 +282,10 @@ class Trainer:
                 break
             x, xt, y = _split_batch(batch)
             nb = self.device.type == "cuda"
-            x, y = x.to(self.device, non_blocking=nb), y.to(self.device, non_blocking=nb)
+            x, y = self._input(x, nb), y.to(self.device, non_blocking=nb)
             kw = {}
             if xt is not None:
-                kw["x_teacher"] = xt.to(self.device, non_blocking=nb)
+                kw["x_teacher"] = self._input(xt, nb)
             graphed = self._graph_for(x, y, kw.get("x_teacher")) if cfg.cuda_graphs else None
             if graphed is not None:  # forward, backward and SGD replayed as one CUDA graph
                 graphed.copy_inputs(x, y, *kw.values())
@@ -378,7 +389,7 @@ class Trainer:
         pos = 0
         for batch in self.test_loader:
             x, _, y = _split_batch(batch)
-            x, y = x.to(self.device), y.to(self.device)
+            x, y = self._input(x), y.to(self.device)
             B = y.shape[0]
             valid = torch.ones(B, dtype=torch.bool, device=self.device)
             if info.distributed:
