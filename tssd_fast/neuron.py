@@ -202,9 +202,9 @@ _MODULE_GETATTR = nn.Module.__getattr__
 
 def _reset_of(m: nn.Module):
     """getattr(m, "reset", None), answered without the lookup for the common module that has no
-    `reset`: there nn.Module.__getattr__ builds an AttributeError, most of reset_net's time (it
-    runs twice per network run, ~100 µs for a VGG-9). Any class that could supply `reset`
-    another way (its own __getattr__ / __getattribute__) takes the full lookup."""
+    `reset`: there nn.Module.__getattr__ builds an AttributeError. reset_net runs twice per
+    network run; for a VGG-9 (60 modules) this took it from 76 to 60 µs. Any class that could
+    supply `reset` another way (its own __getattr__ / __getattribute__) takes the full lookup."""
     cls = type(m)
     if (not hasattr(cls, "reset") and cls.__getattr__ is _MODULE_GETATTR
             and cls.__getattribute__ is object.__getattribute__):
