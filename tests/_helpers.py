@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import tssd_fast
 from tssd_fast import LIFNode, surrogate
@@ -150,3 +151,20 @@ def eval_with_batch_stats(model, x, T):
         out = model(x, T)
     assert (out - out[:1]).abs().max() > 0.1, "the network is silent: the test would be vacuous"
     return model
+
+
+class OpLog(TorchDispatchMode):
+    """Records every ATen / custom op that runs under it as (op, args, outputs), backward's
+    included (the autograd engine carries the mode to its thread)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.calls.append((func, args, out))
+        return out
+
+    def ops(self):
+        return [str(func) for func, _, _ in self.calls]

@@ -9,28 +9,13 @@ checked in test_cuda_bodies_on_cpu.py, test_triton_interpret.py and test_cuda_co
 """
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import tssd_fast
 from tssd_fast.ops.config import FLAG_GRAD_V0, PAPER, SPIKINGJELLY_DEFAULT
-from _helpers import bwd_args, fwd_args
+from _helpers import OpLog, bwd_args, fwd_args
 from tssd_fast.ops.lif_op import op_overloads
 
 NEURONS = {"paper": PAPER, "sj": SPIKINGJELLY_DEFAULT}
-
-
-class BackwardCalls(TorchDispatchMode):
-    """Records (flags, grad_v0 output) of every tssd_fast::lif_backward call."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func is torch.ops.tssd_fast.lif_backward.default:
-            self.calls.append((args[8], out[1]))
-        return out
 
 
 def _step(cfg, v0_kind, dtype=torch.float32, T=3, shape=(5, 7)):
@@ -42,12 +27,14 @@ def _step(cfg, v0_kind, dtype=torch.float32, T=3, shape=(5, 7)):
     if v0_kind != "scalar":
         v = torch.randn(shape, generator=g) * 0.5
         v.requires_grad_(v0_kind == "grad")
-    with BackwardCalls() as mode:
+    with OpLog() as log:
         spikes, v_last = tssd_fast.lif_multistep(x, v, backend="cpp",
                                                  **cfg.neuron_kwargs())[:2]
         (spikes.float() * torch.linspace(-1, 1, spikes.numel()).view_as(spikes)).sum().add(
             v_last.sum()).backward()
-    return x, v, mode.calls
+    # (flags, grad_v0) of each lif_backward call
+    return x, v, [(args[8], out[1]) for func, args, out in log.calls
+                  if func is torch.ops.tssd_fast.lif_backward.default]
 
 
 @pytest.mark.parametrize("neuron", list(NEURONS))

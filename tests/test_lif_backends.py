@@ -147,3 +147,38 @@ def test_window_bits_are_saved_instead_of_h():
     assert torch.equal(bits[1] >> 4, torch.zeros(100, dtype=torch.uint8))  # unused high bits
     outs = fwd(*fwd_args(x, torch.zeros(100), True, 0, False, True, "cpp"))
     assert outs[3].shape == (12, 100) and outs[3].dtype == torch.float32  # hard reset saves H
+
+
+def _layouts():
+    """[T, *] tensors in many memory layouts: dense permutations (time outermost or not), size-1
+    dims, slices with gaps, a broadcast (stride 0) dim."""
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(3, 4, 1, 5, 6, generator=g)
+    yield "contiguous", base
+    yield "channels_last", torch.randn(12, 5, 4, 3, generator=g).contiguous(
+        memory_format=torch.channels_last).view(3, 4, 5, 4, 3)
+    for perm in ([0, 3, 1, 4, 2], [0, 4, 3, 2, 1], [0, 2, 1, 3, 4], [1, 0, 2, 3, 4], [4, 0, 1, 2, 3]):
+        t = torch.randn([base.shape[p] for p in perm], generator=g)
+        yield f"permuted{perm}", t.permute([perm.index(d) for d in range(5)])
+    yield "sliced", torch.randn(3, 4, 1, 5, 12, generator=g)[..., ::2]
+    yield "size-1 stride", torch.randn(3, 4, 5, 6, generator=g).unsqueeze(2).transpose(2, 4)
+    yield "broadcast", torch.randn(3, 1, 5, 6, generator=g).expand(3, 4, 5, 6)
+
+
+@pytest.mark.parametrize("name", [n for n, _ in _layouts()])
+def test_op_memory_order_matches_the_python_mirror(name):
+    # the C++ op runs in x's memory order exactly when tssd_fast.ops.config.memory_order (the
+    # fake implementation's rule) finds one, and then returns x's strides; else contiguous
+    from tssd_fast.ops.config import memory_order
+    x = dict(_layouts())[name]
+    fwd = op_overloads("cpp")[0]
+    spikes, v_last, v_seq, _ = fwd(*fwd_args(x, None, False, 0, True, False, "cpp"))
+    ref = fwd(*fwd_args(x.contiguous(), None, False, 0, True, False, "cpp"))
+    order = memory_order(x)
+    want = x.stride() if order else torch.empty(x.shape).stride()
+
+    def strides(t):  # a size-1 dim's stride is arbitrary: the layout is the rest
+        return [st for st, n in zip(t.stride(), t.shape) if n != 1]
+    want = [st for st, n in zip(want, x.shape) if n != 1]
+    assert strides(spikes) == want and strides(v_seq) == want, (name, order)
+    assert torch.equal(spikes, ref[0]) and torch.equal(v_last, ref[1]) and torch.equal(v_seq, ref[2])

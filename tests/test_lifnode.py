@@ -8,6 +8,7 @@ from torch import nn
 
 import tssd_fast
 from tssd_fast import LIFNode, surrogate
+from _helpers import OpLog
 from _reference64 import Neuron, backward, forward
 
 BACKENDS = tssd_fast.available_backends("cpu")
@@ -101,6 +102,28 @@ def test_reset_net_calls_every_reset_getattr_would_find():
     import tssd_fast.neuron as neuron
     for m in net.modules():  # the same answer as the full lookup, module by module
         assert neuron._reset_of(m) is not None or getattr(m, "reset", None) is None
+
+
+@pytest.mark.parametrize("neuron", ["paper", "sj"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_training_call_runs_one_op_per_direction(neuron, dtype, layout):
+    # a LIFNode training call from a reset state is lif_forward, then lif_backward: no fill,
+    # cast or copy around them (each would be another pass over the data on a GPU)
+    from tssd_fast.ops.config import PAPER, SPIKINGJELLY_DEFAULT
+    cfg = {"paper": PAPER, "sj": SPIKINGJELLY_DEFAULT}[neuron]
+    node = LIFNode(step_mode="m", backend="cpp", **cfg.neuron_kwargs())
+    x = torch.randn(2 * 3, 4, 5, 6).to(dtype)
+    if layout == "channels_last":  # [T*B, C, H, W] in NHWC, viewed as [T, B, C, H, W]
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.view(2, 3, 4, 5, 6).requires_grad_()
+    g = torch.randn(x.shape).to(dtype)
+    for _ in range(2):  # the second call: plans and constants already made
+        node.reset()
+        with OpLog() as log:
+            (gx,) = torch.autograd.grad(node(x), x, g)
+    assert log.ops() == ["tssd_fast.lif_forward.default", "tssd_fast.lif_backward.default"]
+    assert gx.stride() == x.stride()
 
 
 def test_soft_reset_state_starts_at_zero():
