@@ -1,6 +1,6 @@
 // The fused multi-step LIF op: schema, autograd formula and registration (module tssd_fast._C,
 // with the CPU kernel of csrc/cpu/lif_cpu.cpp; the CUDA kernel registers itself from
-// tssd_fast._C_cuda). The fake implementation, for torch.compile, is in tssd_fast/ops/lif_op.py.
+// tssd_fast._C_cuda). The spike-input layers' ops are in csrc/spike_ops.cpp. The fake implementation, for torch.compile, is in tssd_fast/ops/lif_op.py.
 //
 //   lif_forward(x [T, *], v0 [*]?, v_init, tau, v_threshold, v_reset, alpha, flags)
 //       -> (spikes [T, *], v_last [*], v_seq [T, *] or [0], saved)
@@ -116,6 +116,17 @@ Fwd4 lif_forward_autograd(const at::Tensor& x, const std::optional<at::Tensor>& 
 }
 
 }  // namespace
+
+// csrc/spike_ops.cpp: the spike-input layers' ops through the dispatcher (bound below)
+at::Tensor spike_conv2d_call(const at::Tensor& x, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
+                             c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                             int64_t bits, int64_t divisor);
+at::Tensor lean_avg_pool2d_call(const at::Tensor& x, c10::IntArrayRef kernel,
+                                c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                bool ceil_mode, bool count_include_pad,
+                                std::optional<int64_t> divisor);
+
 }  // namespace tssd_fast
 
 TORCH_LIBRARY(tssd_fast, m) {
@@ -147,4 +158,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                               flags);
         },
         "tssd_fast::lif_forward called from C++ (see csrc/lif_op.cpp)");
+  m.def("spike_conv2d", &tssd_fast::spike_conv2d_call,
+        "tssd_fast::spike_conv2d called from C++ (see csrc/spike_ops.cpp): the spike-input "
+        "convolution's eager path, ~7 us less than torch.ops' boxed call");
+  m.def("lean_avg_pool2d", &tssd_fast::lean_avg_pool2d_call,
+        "tssd_fast::lean_avg_pool2d called from C++ (see csrc/spike_ops.cpp)");
 }

@@ -11,7 +11,10 @@ import torch.nn as nn
 from tssd_fast.distill import make_method
 from tssd_fast.models import (ConvBN, LeanAvgPool2d, SpikeCode, SpikeConv2d, SpikeLinear, build_model, check_spikes,
                               direct_encode, set_memory_mode)
+from tssd_fast.models import spike_layers
 from tssd_fast.models.spike_layers import pack_spikes, unpack_spikes
+
+from _helpers import OpLog
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,10 +32,20 @@ def _values(code, shape, dtype=torch.float32):
     return torch.randint(0, code.max_count + 1, shape).to(dtype) / code.divisor
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def pack_impl(request, monkeypatch):
+    """The compiled pack / unpack ops (csrc/spike_pack.h), or the torch fallback."""
+    if request.param == "torch":
+        monkeypatch.setitem(spike_layers._OPS, "cpu", False)
+    else:
+        assert spike_layers._compiled_ops("cpu"), "the compiled CPU extension has no pack op"
+    return request.param
+
+
 @pytest.mark.parametrize("code", CODES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("byteorder", ["little", "big"])
-def test_pack_roundtrip_exact_with_layout(code, dtype, byteorder, monkeypatch):
+def test_pack_roundtrip_exact_with_layout(code, dtype, byteorder, monkeypatch, pack_impl):
     monkeypatch.setattr(sys, "byteorder", byteorder)  # the portable path must agree with the fast one
     x = _values(code, (5, 3, 7, 9), dtype)  # 945 values: not a multiple of 8
     for v in (x, x.contiguous(memory_format=torch.channels_last), x.transpose(1, 3), x[:, 1:]):
@@ -49,7 +62,7 @@ def test_pack_roundtrip_exact_with_layout(code, dtype, byteorder, monkeypatch):
 @pytest.mark.parametrize("code", CODES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("byteorder", ["little", "big"])
-def test_pack_layout_by_hand(code, dtype, byteorder, monkeypatch):
+def test_pack_layout_by_hand(code, dtype, byteorder, monkeypatch, pack_impl):
     """Plane j, byte m, bit i = bit j of the code k = x * divisor at element 8 m + i."""
     monkeypatch.setattr(sys, "byteorder", byteorder)
     x = _values(code, (3, 11), dtype)  # 33 values: a partial last byte
@@ -58,6 +71,123 @@ def test_pack_layout_by_hand(code, dtype, byteorder, monkeypatch):
     want = [[sum(((k[8 * m + i] >> j) & 1) << i for i in range(8)) for m in range(5)]
             for j in range(code.bits)]
     assert packed.tolist() == want
+
+
+EDGE_CODES = CODES + [SpikeCode(2, 2), SpikeCode(1, 8), SpikeCode(255), SpikeCode(255, 128)]
+
+
+def _edge_inputs(code, dtype):
+    """Odd sizes (empty, 1, primes, partial last bytes) in every layout pack_spikes meets."""
+    x4 = _values(code, (3, 5, 7, 2), dtype)
+    return [_values(code, s, dtype) for s in [(0,), (1,), (7,), (8,), (9,), (2, 0, 3), (13, 17)]] + [
+        x4, x4.contiguous(memory_format=torch.channels_last), x4.transpose(0, 2), x4[:, 1:4],
+        x4[..., ::2], _values(code, (1, 3, 1, 1), dtype).contiguous(memory_format=torch.channels_last),
+        _values(code, (2, 3, 4), dtype).permute(2, 0, 1)]
+
+
+@pytest.mark.parametrize("code", EDGE_CODES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_compiled_pack_is_the_torch_pack(code, dtype, monkeypatch):
+    """The compiled ops make the torch fallback's bytes, and unpack either to the same tensor."""
+    assert spike_layers._compiled_ops("cpu"), "the compiled CPU extension has no pack op"
+    for x in _edge_inputs(code, dtype):
+        packed, strides = pack_spikes(x, code)
+        want = spike_layers._pack_torch(x, code)
+        assert torch.equal(packed, want), (code, dtype, x.shape, x.stride())
+        back = unpack_spikes(packed, x.shape, strides, dtype, code)
+        ref = spike_layers._unpack_torch(want, x.shape, strides, dtype, code)
+        assert torch.equal(back, x) and torch.equal(ref, x)
+        assert back.stride() == ref.stride() == tuple(strides) and back.dtype == dtype
+
+
+def test_pack_ops_reject_bad_arguments():
+    ops = torch.ops.tssd_fast
+    assert spike_layers._compiled_ops("cpu")
+    x = torch.ones(4, 4)
+    planes = ops.pack_spikes(x, 1, 1)
+    for bits, divisor in [(0, 1), (9, 1), (1, 3), (1, 0)]:
+        with pytest.raises(RuntimeError, match="bits|divisor"):
+            ops.pack_spikes(x, bits, divisor)
+    with pytest.raises(RuntimeError, match="floating-point"):
+        ops.pack_spikes(x.int(), 1, 1)
+    with pytest.raises(RuntimeError, match="planes"):
+        ops.unpack_spikes(planes, [4, 5], [5, 1], torch.float32, 1, 1)  # 20 elements need 3 bytes
+    with pytest.raises(RuntimeError, match="planes"):
+        ops.unpack_spikes(planes, [4, 4], [4, 1], torch.float32, 2, 1)  # 1 plane, not 2
+    with pytest.raises(RuntimeError, match="dense"):
+        ops.unpack_spikes(planes, [4, 4], [1, 1], torch.float32, 1, 1)  # overlapping
+    with pytest.raises(RuntimeError, match="floating"):
+        ops.unpack_spikes(planes, [4, 4], [4, 1], torch.int32, 1, 1)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+def test_spike_conv2d_packs_with_one_op_each_way(layout):
+    """A training call of a SpikeConv2d runs one pack op in forward and one unpack op in backward
+    (on a GPU: one launch each), around the ops plain autograd runs."""
+    fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
+    conv = SpikeConv2d(4, 6, 3, padding=1).to(memory_format=fmt)
+    x = _values(SpikeCode(), (2, 4, 5, 5)).contiguous(memory_format=fmt).requires_grad_()
+    check_spikes(False)  # the check's own unpack would be logged too
+    with OpLog() as log:
+        conv(x).sum().backward()
+    ops = log.ops()
+    assert ops.count("tssd_fast.pack_spikes.default") == 1, ops
+    assert ops.count("tssd_fast.unpack_spikes.default") == 1, ops
+    assert ops.index("tssd_fast.unpack_spikes.default") < ops.index("aten.convolution_backward.default")
+    assert "SpikeConvFunction" in conv(x).grad_fn.name()  # the C++ autograd formula (csrc/spike_ops.cpp)
+
+
+@pytest.mark.parametrize("grads", ["x", "weight", "bias", "all"])
+@pytest.mark.parametrize("pack_impl_", ["compiled", "torch"])
+def test_spike_conv2d_partial_gradients_bitwise(grads, pack_impl_, monkeypatch):
+    """Only some of x, weight, bias need a gradient (a frozen layer, the first layer): the others
+    get none, and the ones asked for are nn.Conv2d's bit for bit."""
+    if pack_impl_ == "torch":
+        monkeypatch.setitem(spike_layers._OPS, "cpu", False)
+    a, b = _twin(lambda: SpikeConv2d(4, 6, 3, padding=1, bias=True))
+    x = _values(SpikeCode(), (3, 4, 7, 7))
+    xs = []
+    for m in (a, b):
+        m.weight.requires_grad_(grads in ("weight", "all"))
+        m.bias.requires_grad_(grads in ("bias", "all"))
+        xs.append(x.clone().requires_grad_(grads in ("x", "all")))
+        if grads == "x":  # nothing of the layer needs a gradient, only its input
+            m.weight.requires_grad_(False)
+    ya, yb = a(xs[0]), b(xs[1])
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    for ta, tb in [(xs[0], xs[1]), (a.weight, b.weight), (a.bias, b.bias)]:
+        assert (ta.grad is None) == (tb.grad is None) and (ta.grad is None or torch.equal(ta.grad, tb.grad))
+    assert torch.equal(ya, yb)
+
+
+def test_spike_conv2d_op_without_grad_is_conv2d():
+    """Without a gradient to record (no_grad, inference_mode) the op is the convolution alone."""
+    assert spike_layers._compiled_ops("cpu")
+    x = _values(SpikeCode(), (2, 4, 6, 6))
+    w, b = torch.randn(5, 4, 3, 3, requires_grad=True), torch.randn(5)
+    want = torch.nn.functional.conv2d(x, w, b, 1, 1).detach()
+    for ctx in (torch.no_grad, torch.inference_mode):
+        with ctx(), OpLog() as log:
+            y = torch.ops.tssd_fast.spike_conv2d(x, w, b, [1, 1], [1, 1], [1, 1], 1, 1, 1)
+        assert torch.equal(y, want) and y.grad_fn is None
+        assert "tssd_fast.pack_spikes.default" not in log.ops()
+
+
+def test_spike_ops_opcheck():
+    """Schema, fake (meta) implementations and autograd registration of the four ops."""
+    assert spike_layers._compiled_ops("cpu")
+    x = _values(SpikeCode(3), (2, 3, 5, 5))
+    planes = torch.ops.tssd_fast.pack_spikes(x, 2, 1)
+    torch.library.opcheck(torch.ops.tssd_fast.pack_spikes, (x, 2, 1))
+    torch.library.opcheck(torch.ops.tssd_fast.unpack_spikes, (planes, [2, 3, 5, 5], [75, 25, 5, 1], torch.float32, 2, 1))
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    torch.library.opcheck(torch.ops.tssd_fast.spike_conv2d,
+                          (x.requires_grad_(), w, None, [1, 1], [1, 1], [1, 1], 1, 2, 1),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    torch.library.opcheck(torch.ops.tssd_fast.lean_avg_pool2d,
+                          (torch.randn(2, 3, 6, 6, requires_grad=True), [2, 2], [2, 2], [0, 0], False, True, None))
 
 
 def _twin(make, mode="default"):
@@ -88,7 +218,7 @@ def _same_step(a, b, x, amp=None):
                                 dict(padding=1, padding_mode="reflect"), dict(kernel_size=1, stride=2)], ids=str)
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16-autocast"])
-def test_spike_conv2d_is_conv2d_bitwise(kw, layout, amp):
+def test_spike_conv2d_is_conv2d_bitwise(kw, layout, amp, pack_impl):
     kw = dict(kernel_size=3, bias=False) | kw
     fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
     a, b = _twin(lambda: SpikeConv2d(4, 6, **kw).to(memory_format=fmt))
@@ -106,11 +236,19 @@ def test_spike_linear_is_linear_bitwise(shape, bias, amp):
     _same_step(a, b, _values(code, shape), amp)
 
 
-def test_lean_avg_pool_is_avg_pool_bitwise():
+def test_lean_avg_pool_is_avg_pool_bitwise(pack_impl):
     a, b = _twin(lambda: LeanAvgPool2d(3, stride=2, padding=1))
     _same_step(a, b, torch.randn(4, 3, 11, 11))
     a, b = _twin(lambda: LeanAvgPool2d(2))
     _same_step(a, b, torch.randn(4, 3, 10, 10).contiguous(memory_format=torch.channels_last))
+    a, b = _twin(lambda: LeanAvgPool2d((3, 2), stride=(2, 1), ceil_mode=True, count_include_pad=False,
+                                       padding=(1, 0), divisor_override=5))
+    _same_step(a, b, torch.randn(2, 3, 8, 7))
+    a, b = _twin(lambda: LeanAvgPool2d(2))
+    _same_step(a, b, torch.randn(3, 6, 6))  # unbatched: torch's path
+    if pack_impl == "compiled":
+        y = LeanAvgPool2d(2)(torch.randn(1, 2, 4, 4, requires_grad=True))
+        assert "LeanAvgPoolFunction" in y.grad_fn.name()  # the C++ formula (csrc/spike_ops.cpp)
 
 
 def test_spike_layers_keep_bits_not_floats():

@@ -4,7 +4,6 @@
 // checks, memory order and output allocation from csrc/lif_host.h (shared with CUDA too).
 // Registered as the CPU kernel of tssd_fast::lif_forward / lif_backward (csrc/lif_op.cpp).
 #include <ATen/Dispatch.h>
-#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -12,6 +11,7 @@
 #include <optional>
 
 #include "../lif_host.h"
+#include "empty_cpu.h"
 
 namespace tssd_fast {
 namespace {
@@ -193,10 +193,6 @@ void launch_backward(const BackwardArgs& a) {
           }
         });
       });
-}
-
-at::Tensor empty_cpu(c10::IntArrayRef sizes, at::ScalarType dtype, const at::Tensor&) {
-  return at::Tensor(at::detail::empty_cpu(sizes, dtype, /*pin_memory=*/false, std::nullopt));
 }
 
 }  // namespace

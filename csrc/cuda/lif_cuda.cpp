@@ -1,5 +1,6 @@
 // CUDA kernels of the fused multi-step LIF op, registered for the CUDA dispatch key of
-// tssd_fast::lif_forward / lif_backward (schema and autograd: csrc/lif_op.cpp, in tssd_fast._C;
+// tssd_fast::lif_forward / lif_backward (and of pack_spikes / unpack_spikes, whose kernels are in
+// spike_pack_kernels.cu) (schema and autograd: csrc/lif_op.cpp, in tssd_fast._C;
 // this file and lif_cuda_<dtype>.cu build tssd_fast._C_cuda). This file: the dtype dispatch,
 // the launch shape, the registration. Kernels and typed launchers: lif_launch.cuh, compiled per
 // storage type in lif_cuda_<dtype>.cu; checks, memory order and output allocation:
@@ -23,7 +24,9 @@
 #include <utility>
 
 #include "../lif_host.h"
+#include "../spike_pack_host.h"
 #include "lif_launch.h"
+#include "spike_pack_launch.h"
 
 namespace tssd_fast {
 namespace cuda {
@@ -74,6 +77,26 @@ void launch_backward(const BackwardArgs& a) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+void launch_pack(const PackArgs& a, const at::Tensor& like) {
+  const c10::cuda::CUDAGuard guard(like.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(like.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.dtype, "pack_spikes_cuda", [&] {
+    launch_pack_typed<scalar_t>(static_cast<const scalar_t*>(a.x), a.n, a.M, a.bits, a.divisor,
+                                a.planes, stream);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void launch_unpack(const UnpackArgs& a, const at::Tensor& like) {
+  const c10::cuda::CUDAGuard guard(like.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(like.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.dtype, "unpack_spikes_cuda", [&] {
+    launch_unpack_typed<scalar_t>(a.planes, a.n, a.M, a.bits, a.inv_divisor,
+                                  static_cast<scalar_t*>(a.y), stream);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 at::Tensor empty_cuda(c10::IntArrayRef sizes, at::ScalarType dtype, const at::Tensor& like) {
   return at::Tensor(at::detail::empty_cuda(sizes, dtype, like.device(), std::nullopt));
 }
@@ -88,6 +111,10 @@ TORCH_LIBRARY_IMPL(tssd_fast, CUDA, m) {
                                                    &tc::empty_cuda>);
   m.impl("lif_backward", &tssd_fast::lif_backward_on<c10::DeviceType::CUDA,
                                                      &tc::launch_backward, &tc::empty_cuda>);
+  m.impl("pack_spikes",
+         &tssd_fast::pack_spikes_on<c10::DeviceType::CUDA, &tc::launch_pack, &tc::empty_cuda>);
+  m.impl("unpack_spikes", &tssd_fast::unpack_spikes_on<c10::DeviceType::CUDA, &tc::launch_unpack,
+                                                       &tc::empty_cuda>);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -102,19 +102,38 @@ def _plane_shifts(device, dtype, bits: int) -> torch.Tensor:
                      lambda: torch.arange(bits, dtype=dtype).view(-1, 1).to(device))
 
 
-def _memory_order(x: torch.Tensor):
-    """(x's elements as a flat tensor in memory order, the strides to restore x's layout).
+def _reads_as_it_lies(x: torch.Tensor) -> bool:
+    """Contiguous and 4-D channels_last tensors are packed as they lie in memory (and come back
+    with x's exact strides, so backward picks the kernels autograd would); any other layout is
+    packed as a contiguous copy and comes back contiguous. csrc/spike_pack_host.h: the same rule."""
+    return x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
 
-    Contiguous and channels_last tensors are read as they lie and come back with x's exact
-    strides (so backward picks the kernels autograd would); any other layout is read as a
-    contiguous copy and comes back contiguous.
+
+def _contiguous_strides(shape) -> tuple:
+    """torch's strides of a contiguous tensor of ``shape`` (a size 0 or 1 counts as 1)."""
+    strides, step = [], 1
+    for n in reversed(tuple(shape)):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+_OPS: dict = {}  # device type -> the compiled module whose ops serve it, or False
+
+
+def _compiled_ops(device_type: str):
+    """tssd_fast.ops' compiled module when it has the pack / unpack kernels for this device,
+    else False (no build, TSSD_FAST_NO_JIT=1, another device): then the torch implementations
+    below do the same work in a handful of elementwise ops. Looked up once per device type.
     """
-    if x.is_contiguous():
-        return x.view(-1), x.stride()
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return x.permute(0, 2, 3, 1).reshape(-1), x.stride()
-    x = x.contiguous()
-    return x.reshape(-1), x.stride()
+    found = _OPS.get(device_type)
+    if found is None:
+        from ..ops import _ext
+        load = {"cpu": _ext.cpu_module, "cuda": _ext.cuda_module}.get(device_type)
+        ok = (load is not None and load() is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+            "tssd_fast::pack_spikes", device_type.upper()))
+        found = _OPS[device_type] = _ext.cpu_module() if ok else False  # (cpu_module binds the ops)
+    return found
 
 
 def pack_spikes(x: torch.Tensor, code: SpikeCode = SPIKES):
@@ -122,12 +141,28 @@ def pack_spikes(x: torch.Tensor, code: SpikeCode = SPIKES):
 
     Plane ``j``, byte ``m``, bit ``i`` holds bit ``j`` of ``k`` at element ``8 m + i`` of ``x`` in
     memory order. Returns ``(packed, strides)``; :func:`unpack_spikes` reverses it exactly.
-    Values outside the code are not detected here (see :func:`check_spikes`). A handful of
-    kernels whatever the code: on a GPU each layer's packing costs launches, not bytes.
+    Values outside the code are not detected here (see :func:`check_spikes`). One launch of the
+    compiled op (csrc/spike_pack.h) where the extension is built, else a few torch ops.
     """
     if x.requires_grad and torch.is_grad_enabled():  # (a layer's forward runs without grad)
         x = x.detach()
-    flat, strides = _memory_order(x)
+    strides = x.stride() if _reads_as_it_lies(x) else _contiguous_strides(x.shape)
+    if _compiled_ops(x.device.type):
+        return torch.ops.tssd_fast.pack_spikes(x, code.bits, code.divisor), strides
+    return _pack_torch(x, code), strides
+
+
+def unpack_spikes(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode = SPIKES) -> torch.Tensor:
+    """Inverse of :func:`pack_spikes`: a tensor of ``shape`` / ``strides`` / ``dtype``, bit for bit."""
+    if _compiled_ops(packed.device.type):
+        return torch.ops.tssd_fast.unpack_spikes(packed, shape, strides, dtype, code.bits, code.divisor)
+    return _unpack_torch(packed, shape, strides, dtype, code)
+
+
+def _pack_torch(x: torch.Tensor, code: SpikeCode) -> torch.Tensor:
+    """:func:`pack_spikes` in torch ops (the fallback; the compiled op makes the same bytes)."""
+    x = x if _reads_as_it_lies(x) else x.contiguous()
+    flat = x.permute(0, 2, 3, 1).reshape(-1) if not x.is_contiguous() else x.view(-1)
     n = flat.numel()
     with _no_autocast(x.device.type):
         if code.bits == 1 and code.divisor == 1:
@@ -135,7 +170,7 @@ def pack_spikes(x: torch.Tensor, code: SpikeCode = SPIKES):
             # dtype (integer partial sums <= 255 need 8 significant bits: bf16 has 8)
             if n % 8:
                 flat = F.pad(flat, (0, 8 - n % 8))
-            return (flat.view(-1, 8) @ _bit_weights(x.device, flat.dtype)).to(torch.uint8).unsqueeze(0), strides
+            return (flat.view(-1, 8) @ _bit_weights(x.device, flat.dtype)).to(torch.uint8).unsqueeze(0)
         k = (flat * code.divisor if code.divisor != 1 else flat).to(torch.uint8)
         if n % 8:
             k = F.pad(k, (0, 8 - n % 8))
@@ -144,17 +179,17 @@ def pack_spikes(x: torch.Tensor, code: SpikeCode = SPIKES):
             # the multiply gathers those 8 bits into the top byte (no carries: distinct positions);
             # every plane at once, by broadcasting over j
             v = k.view(torch.int64).unsqueeze(0) >> _plane_shifts(x.device, torch.int64, code.bits)
-            return (((v & _LOW_BITS) * _GATHER) >> 56).to(torch.uint8), strides
+            return (((v & _LOW_BITS) * _GATHER) >> 56).to(torch.uint8)
         planes = (k.view(1, -1, 8) >> _plane_shifts(x.device, torch.uint8, code.bits).unsqueeze(-1)) & 1
-        return (planes.to(torch.float32) @ _bit_weights(x.device, torch.float32)).to(torch.uint8), strides
+        return (planes.to(torch.float32) @ _bit_weights(x.device, torch.float32)).to(torch.uint8)
 
 
 _LOW_BITS = 0x0101010101010101
 _GATHER = 0x0102040810204080
 
 
-def unpack_spikes(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode = SPIKES) -> torch.Tensor:
-    """Inverse of :func:`pack_spikes`: a tensor of ``shape`` / ``strides`` / ``dtype``, bit for bit."""
+def _unpack_torch(packed: torch.Tensor, shape, strides, dtype, code: SpikeCode) -> torch.Tensor:
+    """:func:`unpack_spikes` in torch ops (the fallback)."""
     with _no_autocast(packed.device.type):
         # elementwise, by broadcasting over the 8 bits of a byte. A 256-entry table lookup is as
         # fast on the CPU, but on an H200 its gather kernel took 3.9 of a VGG-9 step's 11.7 ms
@@ -203,12 +238,20 @@ def _keep_input(ctx, x: torch.Tensor, code: SpikeCode | None, repeat: _Repeat | 
         return repeat.base
     if code is not None:
         packed, ctx.x_strides = pack_spikes(x, code)
-        if _CHECK[0] and not torch.equal(unpack_spikes(packed, x.shape, ctx.x_strides, x.dtype, code), x):
-            raise ValueError(f"spike-input layer: the input does not hold only the values of {code} "
-                             "(build the layer without code=, or with memory='plain')")
+        if _CHECK[0]:
+            _check_code(x, code, packed, ctx.x_strides)
         ctx.code = code
         return packed
     return x
+
+
+def _check_code(x: torch.Tensor, code: SpikeCode, packed=None, strides=None) -> None:
+    """check_spikes: x must come back from its packed bits unchanged."""
+    if packed is None:
+        packed, strides = pack_spikes(x, code)
+    if not torch.equal(unpack_spikes(packed, x.shape, strides, x.dtype, code), x):
+        raise ValueError(f"spike-input layer: the input does not hold only the values of {code} "
+                         "(build the layer without code=, or with memory='plain')")
 
 
 def _restore_input(ctx, kept: torch.Tensor) -> torch.Tensor:
@@ -366,6 +409,14 @@ def _spike_conv(conv: nn.Conv2d, x: torch.Tensor, code: SpikeCode | None, repeat
         padding, repeat = (0, 0), None
     if isinstance(padding, str):  # 'same' / 'valid': let torch resolve it, keep x as is
         return nn.Conv2d.forward(conv, x)
+    ops = _compiled_ops(x.device.type) if code is not None and repeat is None else False
+    if ops:
+        # the same formula as _ConvFn, in C++ (csrc/spike_ops.cpp): no Python between autograd
+        # and the kernels (benchmarks/results/cpu_2026-12-07_spike_ops.md)
+        if _CHECK[0]:
+            _check_code(x, code)
+        return ops.spike_conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups,
+                                code.bits, code.divisor)
     return _ConvFn.apply(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups, code, repeat)
 
 
@@ -436,6 +487,9 @@ class LeanAvgPool2d(nn.AvgPool2d):
         args = (self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
                 self.divisor_override)
         args = tuple(_pair(a) if i < 3 else a for i, a in enumerate(args))
+        ops = _compiled_ops(x.device.type)
+        if ops and x.dim() == 4:  # the same formula in C++ (csrc/spike_ops.cpp)
+            return ops.lean_avg_pool2d(x, *args)
         return _AvgPoolFn.apply(x, args)
 
 

@@ -86,6 +86,14 @@ def _fake_backward(grad_s, grad_v_seq, grad_v_last, saved, tau, v_threshold, v_r
                            order)
 
 
+def _fake_pack_spikes(x, bits, divisor):
+    return x.new_empty((bits, (x.numel() + 7) // 8), dtype=torch.uint8)
+
+
+def _fake_unpack_spikes(packed, size, stride, dtype, bits, divisor):
+    return packed.new_empty_strided(size, stride, dtype=dtype)
+
+
 _fakes_registered = []
 
 
@@ -94,6 +102,9 @@ def register_fakes() -> None:
     if not _fakes_registered and hasattr(torch.ops.tssd_fast, "lif_forward"):
         torch.library.register_fake("tssd_fast::lif_forward")(_fake_forward)
         torch.library.register_fake("tssd_fast::lif_backward")(_fake_backward)
+        # the spike-input layers' packing (csrc/spike_pack_host.h)
+        torch.library.register_fake("tssd_fast::pack_spikes")(_fake_pack_spikes)
+        torch.library.register_fake("tssd_fast::unpack_spikes")(_fake_unpack_spikes)
         _fakes_registered.append(True)
 
 
