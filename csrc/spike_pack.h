@@ -12,21 +12,23 @@
 
 namespace tssd_fast {
 
-constexpr int kMaxSpikeBits = 8;
+constexpr int kMaxSpikeBits = 8;  // planes: the bytes of one 64-bit word
 
 // Byte m of every plane (planes[j * M + m]) from elements 8 m .. 8 m + 7 of x (n in all).
 // k = the value times divisor, truncated to an integer, as torch's float -> uint8 cast does.
+// The planes' bytes are gathered in one 64-bit word (byte j = plane j), not an array: an array
+// indexed by the run-time plane number would live in local memory on the GPU.
 template <typename scalar_t>
 LIF_HD void pack_spike_byte(const scalar_t* x, int64_t n, int64_t m, int64_t M, int bits,
                             float divisor, uint8_t* planes) {
-  unsigned int out[kMaxSpikeBits] = {0, 0, 0, 0, 0, 0, 0, 0};
+  uint64_t out = 0;
   const int64_t base = 8 * m;
   const int count = n - base < 8 ? static_cast<int>(n - base) : 8;
   for (int i = 0; i < count; ++i) {
-    const unsigned int k = static_cast<unsigned int>(static_cast<float>(x[base + i]) * divisor);
-    for (int j = 0; j < bits; ++j) out[j] |= ((k >> j) & 1u) << i;
+    const uint64_t k = static_cast<unsigned int>(static_cast<float>(x[base + i]) * divisor);
+    for (int j = 0; j < bits; ++j) out |= ((k >> j) & 1u) << (8 * j + i);
   }
-  for (int j = 0; j < bits; ++j) planes[j * M + m] = static_cast<uint8_t>(out[j]);
+  for (int j = 0; j < bits; ++j) planes[j * M + m] = static_cast<uint8_t>(out >> (8 * j));
 }
 
 // Inverse: elements 8 m .. min(8 m + 8, n) - 1 of the output (memory order) from byte m of
@@ -34,13 +36,13 @@ LIF_HD void pack_spike_byte(const scalar_t* x, int64_t n, int64_t m, int64_t M, 
 template <typename scalar_t>
 LIF_HD void unpack_spike_byte(const uint8_t* planes, int64_t n, int64_t m, int64_t M, int bits,
                               float inv_divisor, scalar_t* y) {
-  unsigned int b[kMaxSpikeBits];
-  for (int j = 0; j < bits; ++j) b[j] = planes[j * M + m];
+  uint64_t in = 0;
+  for (int j = 0; j < bits; ++j) in |= static_cast<uint64_t>(planes[j * M + m]) << (8 * j);
   const int64_t base = 8 * m;
   const int count = n - base < 8 ? static_cast<int>(n - base) : 8;
   for (int i = 0; i < count; ++i) {
     unsigned int k = 0;
-    for (int j = 0; j < bits; ++j) k |= ((b[j] >> i) & 1u) << j;
+    for (int j = 0; j < bits; ++j) k |= static_cast<unsigned int>((in >> (8 * j + i)) & 1u) << j;
     y[base + i] = static_cast<scalar_t>(static_cast<float>(k) * inv_divisor);
   }
 }

@@ -88,6 +88,26 @@ def test_the_objects_link_each_others_symbols(objects):
     assert not missing, missing
     typed = [n for n in wanted if "launch_forward_typed<" in n or "launch_backward_typed<" in n]
     assert len(typed) == 8, typed  # 4 storage types x 2 directions, called by lif_cuda.cpp
+    packing = [n for n in wanted if "launch_pack_typed<" in n or "launch_unpack_typed<" in n]
+    assert len(packing) == 8, packing  # the spike packing ops' launchers, same count
+
+
+@needs_nvcc
+def test_spike_pack_kernels_machine_code(objects):
+    """spike_pack_kernels.cu holds a pack and an unpack kernel per storage type, each one thread per
+    byte: one byte load or store per plane, and no local memory (the per-plane arrays of
+    csrc/spike_pack.h stay in registers)."""
+    if CUOBJDUMP is None:
+        pytest.skip("cuobjdump not found (CUDA toolkit, or triton's wheel)")
+    obj = objects[CSRC / "cuda" / "spike_pack_kernels.cu"][0]
+    bodies = re.split(r"\n\s*Function : ", _sass.dump_sass(obj, CUOBJDUMP))[1:]
+    names = [b.split("\n", 1)[0].strip() for b in bodies]
+    assert sum("pack_kernel" in n and "unpack_kernel" not in n for n in names) == 4, names
+    assert sum("unpack_kernel" in n for n in names) == 4, names
+    for name, body in zip(names, bodies):
+        assert not re.search(r"\b(LDL|STL)\b", body), f"{name} spills to local memory"
+        byte_ops = re.findall(r"\b(LDG\.E\.U8|STG\.E\.U8)\b", body)
+        assert byte_ops, (name, "no byte access")
 
 
 @needs_nvcc
