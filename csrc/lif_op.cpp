@@ -122,6 +122,9 @@ at::Tensor spike_conv2d_call(const at::Tensor& x, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                              c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
                              int64_t bits, int64_t divisor);
+at::Tensor spike_linear_call(const at::Tensor& x, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias, int64_t bits,
+                             int64_t divisor);
 at::Tensor lean_avg_pool2d_call(const at::Tensor& x, c10::IntArrayRef kernel,
                                 c10::IntArrayRef stride, c10::IntArrayRef padding,
                                 bool ceil_mode, bool count_include_pad,
@@ -161,6 +164,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("spike_conv2d", &tssd_fast::spike_conv2d_call,
         "tssd_fast::spike_conv2d called from C++ (see csrc/spike_ops.cpp): the spike-input "
         "convolution's eager path, ~7 us less than torch.ops' boxed call");
+  m.def("spike_linear", &tssd_fast::spike_linear_call,
+        "tssd_fast::spike_linear called from C++ (see csrc/spike_ops.cpp)");
   m.def("lean_avg_pool2d", &tssd_fast::lean_avg_pool2d_call,
         "tssd_fast::lean_avg_pool2d called from C++ (see csrc/spike_ops.cpp)");
 }

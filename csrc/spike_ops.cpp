@@ -5,8 +5,11 @@
 //   pack_spikes(x, bits, divisor) -> [bits, ceil(n / 8)] uint8    (csrc/spike_pack_host.h)
 //   unpack_spikes(packed, size, stride, dtype, bits, divisor) -> x
 //   spike_conv2d(x, weight, bias?, stride, padding, dilation, groups, bits, divisor) -> conv2d
+//   spike_linear(x [N, in], weight, bias?, bits, divisor) -> F.linear
 //   lean_avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor?)
 //
+// spike_linear: the same for F.linear on a 2-D input, with the matrix products of autograd's
+// addmm / mm formulas.
 // lean_avg_pool2d is F.avg_pool2d that keeps only x's shape, strides and dtype: its gradient
 // never reads x's values, but autograd's own formula keeps x.
 // spike_conv2d is F.conv2d whose backward keeps x packed to `bits` bits per value instead of x
@@ -22,6 +25,7 @@
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty_strided.h>
+#include <ATen/ops/linear.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -117,6 +121,60 @@ class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
   }
 };
 
+class SpikeLinearFunction : public torch::autograd::Function<SpikeLinearFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, int64_t bits, int64_t divisor) {
+    at::Tensor out = at::linear(x, weight, bias);  // autocast (when on) casts here
+    const at::Tensor b = bias.has_value() ? *bias : at::Tensor();
+    ctx->save_for_backward({pack_op().call(x, bits, divisor), weight, b});
+    ctx->saved_data["size"] = x.sizes();
+    ctx->saved_data["strides"] =
+        read_as_it_lies(x) ? x.strides().vec() : contiguous_strides(x.sizes());
+    ctx->saved_data["dtype"] = x.scalar_type();
+    ctx->saved_data["code"] = std::vector<int64_t>{bits, divisor};
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &planes = saved[0], &weight = saved[1], &bias = saved[2];
+    const at::Tensor& grad = grads[0];
+    const at::ScalarType x_dtype = ctx->saved_data["dtype"].toScalarType();
+    const at::ScalarType cdtype = grad.scalar_type();
+    variable_list out(5);
+    if (ctx->needs_input_grad(0)) out[0] = cast(grad.mm(cast(weight, cdtype)), x_dtype);
+    if (ctx->needs_input_grad(1)) {
+      const auto code = ctx->saved_data["code"].toIntVector();
+      const at::Tensor x = unpack_op().call(planes, ctx->saved_data["size"].toIntVector(),
+                                            ctx->saved_data["strides"].toIntVector(), x_dtype,
+                                            code[0], code[1]);
+      out[1] = cast(grad.t().mm(cast(x, cdtype)), weight.scalar_type());
+    }
+    if (bias.defined() && ctx->needs_input_grad(2)) {
+      out[2] = cast(grad.sum(0), bias.scalar_type());
+    }
+    return out;
+  }
+};
+
+at::Tensor spike_linear_autograd(const at::Tensor& x, const at::Tensor& weight,
+                                 const std::optional<at::Tensor>& bias, int64_t bits,
+                                 int64_t divisor) {
+  TORCH_CHECK(x.dim() == 2, "tssd_fast: spike_linear takes a 2-D input, got ", x.dim(), "-D");
+  const bool bias_grad = bias.has_value() && bias->defined() && bias->requires_grad();
+  if (!(at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || bias_grad))) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return at::linear(x, weight, bias);
+  }
+  return SpikeLinearFunction::apply(x, weight, bias, bits, divisor);
+}
+
+at::Tensor spike_linear_plain(const at::Tensor& x, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias, int64_t, int64_t) {
+  return at::linear(x, weight, bias);
+}
+
 class LeanAvgPoolFunction : public torch::autograd::Function<LeanAvgPoolFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, c10::IntArrayRef kernel,
@@ -208,6 +266,17 @@ at::Tensor spike_conv2d_call(const at::Tensor& x, const at::Tensor& weight,
   return op.call(x, weight, bias, stride, padding, dilation, groups, bits, divisor);
 }
 
+at::Tensor spike_linear_call(const at::Tensor& x, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias, int64_t bits,
+                             int64_t divisor) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("tssd_fast::spike_linear", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                            const std::optional<at::Tensor>&, int64_t, int64_t)>();
+  return op.call(x, weight, bias, bits, divisor);
+}
+
 using LeanPoolSig = at::Tensor(const at::Tensor&, c10::IntArrayRef, c10::IntArrayRef,
                                c10::IntArrayRef, bool, bool, std::optional<int64_t>);
 
@@ -230,16 +299,19 @@ TORCH_LIBRARY_FRAGMENT(tssd_fast, m) {
         "int divisor) -> Tensor");
   m.def("spike_conv2d(Tensor x, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
         "int[] dilation, int groups, int bits, int divisor) -> Tensor");
+  m.def("spike_linear(Tensor x, Tensor weight, Tensor? bias, int bits, int divisor) -> Tensor");
   m.def("lean_avg_pool2d(Tensor x, int[] kernel, int[] stride, int[] padding, bool ceil_mode, "
         "bool count_include_pad, int? divisor_override) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tssd_fast, Autograd, m) {
   m.impl("spike_conv2d", &tssd_fast::spike_conv2d_autograd);
+  m.impl("spike_linear", &tssd_fast::spike_linear_autograd);
   m.impl("lean_avg_pool2d", &tssd_fast::lean_avg_pool2d);
 }
 
 TORCH_LIBRARY_IMPL(tssd_fast, CompositeExplicitAutograd, m) {
   m.impl("spike_conv2d", &tssd_fast::spike_conv2d_plain);
+  m.impl("spike_linear", &tssd_fast::spike_linear_plain);
   m.impl("lean_avg_pool2d", &tssd_fast::lean_avg_pool2d_plain);
 }

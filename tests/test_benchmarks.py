@@ -212,6 +212,28 @@ def test_op_overhead_reports_a_crashing_provider_and_times_the_others(monkeypatc
     assert timed == ["torch.sigmoid", "torch"]
 
 
+def test_layer_overhead_times_each_layer_in_each_memory_mode(capsys):
+    """Every layer in every variant gets a row; the torch-fallback rows really run the fallback
+    (the compiled path is restored afterwards)."""
+    import layer_overhead
+    from tssd_fast.models import spike_layers
+    assert layer_overhead.main(["--calls", "2", "--rounds", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("SpikeConv2d", "ConvBN", "LeanAvgPool2d", "SpikeLinear"))]
+    assert len(rows) == 4 * len(layer_overhead.VARIANTS)
+    assert spike_layers._compiled_ops("cpu")  # restored
+    seen = []
+    orig = spike_layers._ConvFn.apply
+    try:
+        spike_layers._ConvFn.apply = lambda *a: seen.append(1) or orig(*a)
+        layer_overhead._batch(*layer_overhead.layers(torch.device("cpu"))[0][1:], "default, torch fallback",
+                              1, torch.device("cpu"))
+        layer_overhead._batch(*layer_overhead.layers(torch.device("cpu"))[0][1:], "default", 1, torch.device("cpu"))
+    finally:
+        spike_layers._ConvFn.apply = orig
+    assert seen == [1]  # the fallback ran the Python formula, 'default' the C++ one
+
+
 # --------------------------------------------------------------------------------- harness
 def test_quantile_and_measure():
     assert harness.quantile([3, 1, 2, 4, 5], 0.5) == 3

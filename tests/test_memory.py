@@ -176,7 +176,7 @@ def test_spike_conv2d_op_without_grad_is_conv2d():
 
 
 def test_spike_ops_opcheck():
-    """Schema, fake (meta) implementations and autograd registration of the four ops."""
+    """Schema, fake (meta) implementations and autograd registration of the five ops."""
     assert spike_layers._compiled_ops("cpu")
     x = _values(SpikeCode(3), (2, 3, 5, 5))
     planes = torch.ops.tssd_fast.pack_spikes(x, 2, 1)
@@ -185,6 +185,9 @@ def test_spike_ops_opcheck():
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     torch.library.opcheck(torch.ops.tssd_fast.spike_conv2d,
                           (x.requires_grad_(), w, None, [1, 1], [1, 1], [1, 1], 1, 2, 1),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    torch.library.opcheck(torch.ops.tssd_fast.spike_linear,
+                          (x.detach().view(-1, 5), torch.randn(4, 5, requires_grad=True), torch.randn(4), 2, 1),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
     torch.library.opcheck(torch.ops.tssd_fast.lean_avg_pool2d,
                           (torch.randn(2, 3, 6, 6, requires_grad=True), [2, 2], [2, 2], [0, 0], False, True, None))
@@ -230,10 +233,32 @@ def test_spike_conv2d_is_conv2d_bitwise(kw, layout, amp, pack_impl):
 @pytest.mark.parametrize("shape", [(12, 33), (3, 4, 33)])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16-autocast"])
-def test_spike_linear_is_linear_bitwise(shape, bias, amp):
+def test_spike_linear_is_linear_bitwise(shape, bias, amp, pack_impl):
     code = SpikeCode(4, 4)
     a, b = _twin(lambda: SpikeLinear(33, 7, bias=bias, code=code))
     _same_step(a, b, _values(code, shape), amp)
+    if pack_impl == "compiled":
+        y = a(_values(code, shape).requires_grad_())
+        assert "SpikeLinearFunction" in y.grad_fn.next_functions[0][0].name() or \
+            "SpikeLinearFunction" in y.grad_fn.name()  # the C++ formula (csrc/spike_ops.cpp)
+
+
+@pytest.mark.parametrize("grads", ["x", "weight", "bias", "weight+bias"])
+def test_spike_linear_partial_gradients_bitwise(grads, pack_impl):
+    a, b = _twin(lambda: SpikeLinear(9, 5))
+    x = _values(SpikeCode(), (6, 9))
+    xs = []
+    for m in (a, b):
+        m.weight.requires_grad_("weight" in grads)
+        m.bias.requires_grad_("bias" in grads)
+        xs.append(x.clone().requires_grad_(grads == "x"))
+    ya, yb = a(xs[0]), b(xs[1])
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(ya, yb)
+    for ta, tb in [(xs[0], xs[1]), (a.weight, b.weight), (a.bias, b.bias)]:
+        assert (ta.grad is None) == (tb.grad is None) and (ta.grad is None or torch.equal(ta.grad, tb.grad))
 
 
 def test_lean_avg_pool_is_avg_pool_bitwise(pack_impl):

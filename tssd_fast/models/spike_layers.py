@@ -463,7 +463,14 @@ class SpikeLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         if self.memory == "plain" or x.dim() < 2 or not _needs_grad(x, self.weight, self.bias):
             return super().forward(x)
-        out = _LinearFn.apply(x.reshape(-1, x.shape[-1]), self.weight, self.bias, self.code)
+        x2 = x.reshape(-1, x.shape[-1])
+        ops = _compiled_ops(x.device.type)
+        if ops:  # the same formula in C++ (csrc/spike_ops.cpp)
+            if _CHECK[0]:
+                _check_code(x2, self.code)
+            out = ops.spike_linear(x2, self.weight, self.bias, self.code.bits, self.code.divisor)
+        else:
+            out = _LinearFn.apply(x2, self.weight, self.bias, self.code)
         return out.view(*x.shape[:-1], out.shape[-1])
 
     def extra_repr(self) -> str:  # noqa: D102
