@@ -121,7 +121,8 @@ Fwd4 lif_forward_autograd(const at::Tensor& x, const std::optional<at::Tensor>& 
 at::Tensor spike_conv2d_call(const at::Tensor& x, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                              c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
-                             int64_t bits, int64_t divisor);
+                             int64_t bits, int64_t divisor,
+                             const std::optional<at::Tensor>& repeat_base, int64_t repeat_T);
 at::Tensor spike_linear_call(const at::Tensor& x, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, int64_t bits,
                              int64_t divisor);

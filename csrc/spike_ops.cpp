@@ -4,7 +4,8 @@
 //
 //   pack_spikes(x, bits, divisor) -> [bits, ceil(n / 8)] uint8    (csrc/spike_pack_host.h)
 //   unpack_spikes(packed, size, stride, dtype, bits, divisor) -> x
-//   spike_conv2d(x, weight, bias?, stride, padding, dilation, groups, bits, divisor) -> conv2d
+//   spike_conv2d(x, weight, bias?, stride, padding, dilation, groups, bits, divisor,
+//                repeat_base?, repeat_T) -> conv2d
 //   spike_linear(x [N, in], weight, bias?, bits, divisor) -> F.linear
 //   lean_avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor?)
 //
@@ -13,7 +14,8 @@
 // lean_avg_pool2d is F.avg_pool2d that keeps only x's shape, strides and dtype: its gradient
 // never reads x's values, but autograd's own formula keeps x.
 // spike_conv2d is F.conv2d whose backward keeps x packed to `bits` bits per value instead of x
-// itself, and computes the gradients with the ATen call autograd's own formula makes
+// itself (or, with repeat_T > 0, a direct-encoded x = repeat_base [B, ...] at every one of
+// repeat_T steps: the batch once), and computes the gradients with the ATen call autograd's own formula makes
 // (convolution_backward, on the unpacked input), so they are bit for bit nn.Conv2d's. In C++
 // because the same formula as a Python autograd.Function cost 60-70 us of host time per layer
 // call on top of the convolution (benchmarks/results/cpu_2026-12-07_spike_ops.md).
@@ -77,11 +79,15 @@ class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                             c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
-                            int64_t bits, int64_t divisor) {
+                            int64_t bits, int64_t divisor,
+                            const std::optional<at::Tensor>& repeat_base, int64_t repeat_T) {
     // autocast (when on) casts here as in F.conv2d: its dispatch key is still set
     at::Tensor out = at::conv2d(x, weight, bias, stride, padding, dilation, groups);
     const at::Tensor b = bias.has_value() ? *bias : at::Tensor();
-    ctx->save_for_backward({pack_op().call(x, bits, divisor), weight, b});
+    // a direct-encoded x is its image batch at every step: keep the batch once instead
+    const bool repeat = repeat_T > 0;
+    ctx->save_for_backward({repeat ? *repeat_base : pack_op().call(x, bits, divisor), weight, b});
+    ctx->saved_data["repeat_T"] = repeat_T;
     ctx->saved_data["size"] = x.sizes();
     ctx->saved_data["strides"] =
         read_as_it_lies(x) ? x.strides().vec() : contiguous_strides(x.sizes());
@@ -94,16 +100,23 @@ class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &planes = saved[0], &weight = saved[1], &bias = saved[2];
+    const at::Tensor &planes = saved[0], &weight = saved[1], &bias = saved[2];  // (or the batch)
     const at::Tensor& grad = grads[0];
     const auto code = ctx->saved_data["code"].toIntVector();
     const auto g = ctx->saved_data["geometry"].toIntVector();
     const at::ScalarType x_dtype = ctx->saved_data["dtype"].toScalarType();
     const at::ScalarType cdtype = grad.scalar_type();  // autocast's, or the input's
-    const at::Tensor x = cast(unpack_op().call(planes, ctx->saved_data["size"].toIntVector(),
-                                               ctx->saved_data["strides"].toIntVector(),
-                                               x_dtype, code[0], code[1]),
-                              cdtype);
+    const int64_t repeat_T = ctx->saved_data["repeat_T"].toInt();
+    at::Tensor x;
+    if (repeat_T > 0) {  // planes is the image batch [B, ...]: expand over time, as the forward's x
+      std::vector<int64_t> sizes = planes.sizes().vec();
+      sizes.insert(sizes.begin(), repeat_T);
+      x = planes.unsqueeze(0).expand(sizes).flatten(0, 1);
+    } else {
+      x = unpack_op().call(planes, ctx->saved_data["size"].toIntVector(),
+                           ctx->saved_data["strides"].toIntVector(), x_dtype, code[0], code[1]);
+    }
+    x = cast(x, cdtype);
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                       bias.defined() && ctx->needs_input_grad(2)};
     const int64_t bias_size = bias.defined() ? bias.size(0) : 0;
@@ -113,7 +126,7 @@ class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
         grad, x, cast(weight, cdtype), bias_sizes, {g[0], g[1]}, {g[2], g[3]}, {g[4], g[5]},
         /*transposed=*/false, {0, 0}, code[2], mask);
     // autocast's casts are differentiable: their backward casts the gradient back
-    variable_list out(9);
+    variable_list out(11);
     if (mask[0]) out[0] = cast(gx, x_dtype);
     if (mask[1]) out[1] = cast(gw, weight.scalar_type());
     if (mask[2]) out[2] = cast(gb, bias.scalar_type());
@@ -230,23 +243,29 @@ at::Tensor lean_avg_pool2d_plain(const at::Tensor& x, c10::IntArrayRef kernel,
 at::Tensor spike_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight,
                                  const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                                  c10::IntArrayRef padding, c10::IntArrayRef dilation,
-                                 int64_t groups, int64_t bits, int64_t divisor) {
+                                 int64_t groups, int64_t bits, int64_t divisor,
+                                 const std::optional<at::Tensor>& repeat_base, int64_t repeat_T) {
   TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               "tssd_fast: spike_conv2d takes 2 strides, paddings and dilations");
+  TORCH_CHECK(repeat_T <= 0 || (repeat_base.has_value() && repeat_base->defined() &&
+                                repeat_base->dim() == x.dim() &&
+                                repeat_base->size(0) * repeat_T == x.size(0)),
+              "tssd_fast: spike_conv2d: repeat_T > 0 needs repeat_base [B, ...] with T*B = x's "
+              "first size");
   const bool bias_grad = bias.has_value() && bias->defined() && bias->requires_grad();
   if (!(at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || bias_grad))) {
     at::AutoDispatchBelowADInplaceOrView guard;  // nothing to keep: the convolution alone
     return at::conv2d(x, weight, bias, stride, padding, dilation, groups);
   }
   return SpikeConvFunction::apply(x, weight, bias, stride, padding, dilation, groups, bits,
-                                  divisor);
+                                  divisor, repeat_base, repeat_T);
 }
 
 // Below autograd (inference mode, meta / fake tensors): the convolution, nothing kept.
 at::Tensor spike_conv2d_plain(const at::Tensor& x, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                               c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
-                              int64_t, int64_t) {
+                              int64_t, int64_t, const std::optional<at::Tensor>&, int64_t) {
   return at::conv2d(x, weight, bias, stride, padding, dilation, groups);
 }
 
@@ -254,16 +273,19 @@ at::Tensor spike_conv2d_plain(const at::Tensor& x, const at::Tensor& weight,
 
 using SpikeConvSig = at::Tensor(const at::Tensor&, const at::Tensor&,
                                 const std::optional<at::Tensor>&, c10::IntArrayRef,
-                                c10::IntArrayRef, c10::IntArrayRef, int64_t, int64_t, int64_t);
+                                c10::IntArrayRef, c10::IntArrayRef, int64_t, int64_t, int64_t,
+                                const std::optional<at::Tensor>&, int64_t);
 
 at::Tensor spike_conv2d_call(const at::Tensor& x, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                              c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
-                             int64_t bits, int64_t divisor) {
+                             int64_t bits, int64_t divisor,
+                             const std::optional<at::Tensor>& repeat_base, int64_t repeat_T) {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("tssd_fast::spike_conv2d", "")
                              .typed<SpikeConvSig>();
-  return op.call(x, weight, bias, stride, padding, dilation, groups, bits, divisor);
+  return op.call(x, weight, bias, stride, padding, dilation, groups, bits, divisor, repeat_base,
+                 repeat_T);
 }
 
 at::Tensor spike_linear_call(const at::Tensor& x, const at::Tensor& weight,
@@ -298,7 +320,8 @@ TORCH_LIBRARY_FRAGMENT(tssd_fast, m) {
   m.def("unpack_spikes(Tensor packed, int[] size, int[] stride, ScalarType dtype, int bits, "
         "int divisor) -> Tensor");
   m.def("spike_conv2d(Tensor x, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
-        "int[] dilation, int groups, int bits, int divisor) -> Tensor");
+        "int[] dilation, int groups, int bits, int divisor, Tensor? repeat_base=None, "
+        "int repeat_T=0) -> Tensor");
   m.def("spike_linear(Tensor x, Tensor weight, Tensor? bias, int bits, int divisor) -> Tensor");
   m.def("lean_avg_pool2d(Tensor x, int[] kernel, int[] stride, int[] padding, bool ceil_mode, "
         "bool count_include_pad, int? divisor_override) -> Tensor");

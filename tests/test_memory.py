@@ -309,7 +309,7 @@ def test_check_rejects_values_outside_the_code():
 
 @pytest.mark.parametrize("mode", ["default", "min"])
 @pytest.mark.parametrize("training", [True, False])
-def test_conv_bn_on_direct_encoding_bitwise(mode, training):
+def test_conv_bn_on_direct_encoding_bitwise(mode, training, pack_impl):
     """ConvBN on an image expanded over time (stride 0) and on spikes, both modes, train and eval."""
     def make():
         return ConvBN(nn.Conv2d(3, 5, 3, padding=1, bias=False), nn.BatchNorm2d(5))
@@ -317,7 +317,13 @@ def test_conv_bn_on_direct_encoding_bitwise(mode, training):
     a.train(training), b.train(training)
     img = torch.randn(4, 3, 8, 8, requires_grad=True)
     img_b = img.detach().clone().requires_grad_()
-    ya, yb = a(direct_encode(img, 3)), b(direct_encode(img_b, 3))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        ya = a(direct_encode(img, 3))
+    yb = b(direct_encode(img_b, 3))
+    # the image batch is kept itself, once; no [T*B] copy of it
+    assert any(t.untyped_storage().data_ptr() == img.untyped_storage().data_ptr() for t in saved)
+    assert not any(t.shape == (12, 3, 8, 8) for t in saved), [t.shape for t in saved]
     g = torch.randn_like(ya)
     ya.backward(g)
     yb.backward(g)

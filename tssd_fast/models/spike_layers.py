@@ -409,14 +409,17 @@ def _spike_conv(conv: nn.Conv2d, x: torch.Tensor, code: SpikeCode | None, repeat
         padding, repeat = (0, 0), None
     if isinstance(padding, str):  # 'same' / 'valid': let torch resolve it, keep x as is
         return nn.Conv2d.forward(conv, x)
-    ops = _compiled_ops(x.device.type) if code is not None and repeat is None else False
+    ops = _compiled_ops(x.device.type) if code is not None or repeat is not None else False
     if ops:
         # the same formula as _ConvFn, in C++ (csrc/spike_ops.cpp): no Python between autograd
         # and the kernels (benchmarks/results/cpu_2026-12-07_spike_ops.md)
+        if repeat is not None:
+            return ops.spike_conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups,
+                                    1, 1, repeat.base, repeat.T)
         if _CHECK[0]:
             _check_code(x, code)
         return ops.spike_conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups,
-                                code.bits, code.divisor)
+                                code.bits, code.divisor, None, 0)
     return _ConvFn.apply(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups, code, repeat)
 
 
