@@ -108,9 +108,11 @@ phase_test() {
     "$PY" -m pytest -p no:cacheprovider "${xdist[@]}" -rfEs --durations=15 -v --tb=line ${GPU_CHECK_TESTS:-tests}
 }
 
-phase_overhead() {  # per-call host cost through LIFNode, CUDA (and CPU unless GPU_CHECK_OVERHEAD_CPU=0)
+phase_overhead() {  # per-call host cost through LIFNode and of the spike-input layers, CUDA
+  # (and CPU unless GPU_CHECK_OVERHEAD_CPU=0)
   cd "$REPO" || return 1
   "$PY" benchmarks/op_overhead.py --device cuda || return 1
+  "$PY" benchmarks/layer_overhead.py --device cuda --rounds 9 || return 1
   [ "${GPU_CHECK_OVERHEAD_CPU:-1}" = 0 ] || "$PY" benchmarks/op_overhead.py --device cpu
 }
 
@@ -185,6 +187,20 @@ for backend in backends:
                                                         torch.randn(N, device="cuda", dtype=cdt))):
                             bwd(gs, gvs, gvl, saved, *cfg.op_args(), [], *extra)
                             count += 1
+# the spike packing kernels (csrc/cuda/spike_pack_kernels.cu): odd sizes (a partial last byte),
+# every dtype, 1, 2, 3 and 8 bit planes, a channels_last and a non-contiguous input
+from tssd_fast.models import spike_layers
+if spike_layers._compiled_ops("cuda"):
+    ops = torch.ops.tssd_fast
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        for shape in ((1,), (7,), (8,), (1027,), (3, 5, 7, 2)):
+            for bits in (1, 2, 3, 8):
+                x = torch.randint(0, 2 ** bits, shape, device="cuda").to(dtype)
+                for v in ((x, x.contiguous(memory_format=torch.channels_last), x.transpose(0, 2))
+                          if x.dim() == 4 else (x,)):
+                    packed = ops.pack_spikes(v, bits, 1)
+                    ops.unpack_spikes(packed, list(v.shape), list(v.contiguous().stride()), dtype, bits, 1)
+                    count += 1
 torch.cuda.synchronize()
 print("launch pairs run:", count)
 EOF
