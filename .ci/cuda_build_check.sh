@@ -56,9 +56,12 @@ import tssd_fast
 from tssd_fast import _C, _C_cuda  # noqa: F401  (an unresolved symbol fails here)
 
 has = torch._C._dispatch_has_kernel_for_dispatch_key
-for op in ("tssd_fast::lif_forward", "tssd_fast::lif_backward"):
+for op in ("tssd_fast::lif_forward", "tssd_fast::lif_backward", "tssd_fast::pack_spikes",
+           "tssd_fast::unpack_spikes"):
     for key in ("CPU", "CUDA"):
         assert has(op, key), f"{op} has no {key} kernel"
+for op in ("tssd_fast::spike_conv2d", "tssd_fast::spike_linear", "tssd_fast::lean_avg_pool2d"):
+    assert has(op, "Autograd"), f"{op} has no autograd formula"
 node = tssd_fast.LIFNode(step_mode="m", backend="cpp")
 x = torch.randn(4, 3, 5, requires_grad=True)
 node(x).sum().backward()
