@@ -29,6 +29,7 @@
 #include <ATen/ops/empty_strided.h>
 #include <ATen/ops/linear.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>  // DelayedError
 #include <torch/library.h>
 
 #include <array>
@@ -74,6 +75,25 @@ at::Tensor cast(const at::Tensor& t, at::ScalarType dtype) {
   return !t.defined() || t.scalar_type() == dtype ? t : t.to(dtype);
 }
 
+// With create_graph=True, backward's results must not be differentiated again: to these
+// formulas the unpacked input is a constant, so a second derivative would silently miss its
+// terms. As torch's @once_differentiable (the Python fallback uses it): the results get an
+// error node that raises if a second backward reaches it.
+variable_list once_differentiable(variable_list out) {
+  if (!at::GradMode::is_enabled()) return out;
+  for (auto& t : out) {
+    if (t.defined()) {
+      t = t.detach();
+      t.set_requires_grad(true);
+    }
+  }
+  return torch::autograd::DelayedError(
+      "tssd_fast: trying to differentiate twice a spike-input layer's backward (memory='default' "
+      "or 'min' keeps its input packed: first derivatives only; use memory='plain' for double "
+      "backward)",
+      static_cast<int64_t>(out.size()))(std::move(out));
+}
+
 class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
@@ -99,6 +119,8 @@ class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const bool create_graph = at::GradMode::is_enabled();
+    const at::AutoGradMode no_grad(false);
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &planes = saved[0], &weight = saved[1], &bias = saved[2];  // (or the batch)
     const at::Tensor& grad = grads[0];
@@ -130,7 +152,8 @@ class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
     if (mask[0]) out[0] = cast(gx, x_dtype);
     if (mask[1]) out[1] = cast(gw, weight.scalar_type());
     if (mask[2]) out[2] = cast(gb, bias.scalar_type());
-    return out;
+    const at::AutoGradMode restore(create_graph);
+    return once_differentiable(std::move(out));
   }
 };
 
@@ -150,6 +173,8 @@ class SpikeLinearFunction : public torch::autograd::Function<SpikeLinearFunction
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const bool create_graph = at::GradMode::is_enabled();
+    const at::AutoGradMode no_grad(false);
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &planes = saved[0], &weight = saved[1], &bias = saved[2];
     const at::Tensor& grad = grads[0];
@@ -167,7 +192,8 @@ class SpikeLinearFunction : public torch::autograd::Function<SpikeLinearFunction
     if (bias.defined() && ctx->needs_input_grad(2)) {
       out[2] = cast(grad.sum(0), bias.scalar_type());
     }
-    return out;
+    const at::AutoGradMode restore(create_graph);
+    return once_differentiable(std::move(out));
   }
 };
 

@@ -162,6 +162,28 @@ def test_spike_conv2d_partial_gradients_bitwise(grads, pack_impl_, monkeypatch):
     assert torch.equal(ya, yb)
 
 
+@pytest.mark.parametrize("layer", ["conv", "linear", "convbn-min"])
+def test_double_backward_raises_instead_of_missing_terms(layer, pack_impl):
+    """create_graph=True works, but differentiating the packed layers' gradients again raises (to
+    their backward the unpacked input is a constant: a second derivative would miss its terms);
+    plain layers differentiate twice as torch does."""
+    make = {"conv": lambda: SpikeConv2d(3, 4, 3, padding=1),
+            "linear": lambda: SpikeLinear(6, 4),
+            "convbn-min": lambda: ConvBN(SpikeConv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))}[layer]
+    shape = {"conv": (2, 3, 5, 5), "linear": (5, 6), "convbn-min": (2, 2, 3, 5, 5)}[layer]
+    for mode in ("plain", "min" if layer == "convbn-min" else "default"):
+        net = set_memory_mode(make(), mode)
+        x = _values(SpikeCode(), shape).requires_grad_()
+        weight = next(net.parameters())
+        gw, = torch.autograd.grad(net(x).square().sum(), [weight], create_graph=True)
+        if mode == "plain":
+            gw.sum().backward()  # d(gw)/dx exists
+            assert x.grad is not None and x.grad.abs().sum() > 0
+        else:
+            with pytest.raises(RuntimeError, match="differentiate twice"):
+                gw.sum().backward()
+
+
 def test_spike_conv2d_op_without_grad_is_conv2d():
     """Without a gradient to record (no_grad, inference_mode) the op is the convolution alone."""
     assert spike_layers._compiled_ops("cpu")

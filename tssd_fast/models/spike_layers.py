@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 MEMORY_MODES = ("plain", "default", "min")
 
@@ -271,7 +272,11 @@ def _cast(t: torch.Tensor | None, dtype) -> torch.Tensor | None:
 
 # ----------------------------------------------------------------------------- autograd ops
 class _ConvFn(torch.autograd.Function):
-    """F.conv2d forward; backward = aten.convolution_backward on the restored input, as autograd."""
+    """F.conv2d forward; backward = aten.convolution_backward on the restored input, as autograd.
+
+    Once differentiable (as every formula here that restores a packed input): to backward the
+    restored input is a constant, so a second derivative would miss its terms; it raises instead.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, code, repeat):
@@ -282,6 +287,7 @@ class _ConvFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         kept, weight, bias = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.geometry
@@ -306,6 +312,7 @@ class _LinearFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         kept, weight, bias = ctx.saved_tensors
         cdtype = grad.dtype
@@ -362,6 +369,7 @@ class _ConvBNFn(torch.autograd.Function):
         return z
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         kept, conv_w, conv_b, bn_w, bn_b, *stats = ctx.saved_tensors
         conv, bn = ctx.modules
