@@ -126,6 +126,7 @@ at::Tensor spike_conv2d_call(const at::Tensor& x, const at::Tensor& weight,
 at::Tensor spike_linear_call(const at::Tensor& x, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, int64_t bits,
                              int64_t divisor);
+void set_pool_backward(int64_t mode);
 at::Tensor lean_avg_pool2d_call(const at::Tensor& x, c10::IntArrayRef kernel,
                                 c10::IntArrayRef stride, c10::IntArrayRef padding,
                                 bool ceil_mode, bool count_include_pad,
@@ -167,6 +168,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "convolution's eager path, ~7 us less than torch.ops' boxed call");
   m.def("spike_linear", &tssd_fast::spike_linear_call,
         "tssd_fast::spike_linear called from C++ (see csrc/spike_ops.cpp)");
+  m.def("set_pool_backward", &tssd_fast::set_pool_backward,
+        "tests: lean_avg_pool2d's backward for non-overlapping windows: 0 = the broadcast on "
+        "CUDA only (default), 1 = the broadcast everywhere, 2 = ATen's avg_pool2d_backward");
   m.def("lean_avg_pool2d", &tssd_fast::lean_avg_pool2d_call,
         "tssd_fast::lean_avg_pool2d called from C++ (see csrc/spike_ops.cpp)");
 }

@@ -10,7 +10,8 @@ import torch
 
 from tssd_fast.models import ConvBN, LeanAvgPool2d, SpikeCode, SpikeConv2d, set_memory_mode
 from tssd_fast.models import spike_layers
-from test_memory import EDGE_CODES, _edge_inputs, _values
+from test_memory import EDGE_CODES, POOLS, _edge_inputs, _values
+from _helpers import OpLog
 
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)", allow_module_level=True)
@@ -69,3 +70,26 @@ def test_layers_are_torch_layers_bitwise_on_cuda(layout, amp, make):
     assert all(torch.equal(a, b) for a, b in zip(grads[0], grads[1]))
     if make == "conv":
         assert "SpikeConvFunction" in outs[0].grad_fn.name()  # the C++ formula ran
+
+
+@pytest.mark.parametrize("kw", POOLS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+def test_lean_pool_backward_on_cuda_is_torch_backward(kw, dtype, layout):
+    """On CUDA non-overlapping pools with a power-of-two divisor take the broadcast backward
+    (csrc/spike_ops.cpp), not avg_pool2d_backward: the same numbers and strides as torch's."""
+    fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
+    k = kw["kernel_size"]
+    broadcast = (kw.get("stride") in (None, k) and not kw.get("padding")
+                 and kw.get("divisor_override", 2) in (2, 8))
+    for shape in [(4, 8, 32, 32), (2, 3, 9, 7)]:
+        x = torch.randn(shape, device="cuda", dtype=dtype).contiguous(memory_format=fmt)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = LeanAvgPool2d(**kw)(xa), torch.nn.AvgPool2d(**kw)(xb)
+        g = torch.randn_like(ya)
+        with OpLog() as log:
+            ya.backward(g)
+        yb.backward(g)
+        assert torch.equal(xa.grad, xb.grad) and xa.grad.stride() == xb.grad.stride()
+        partial_ceil = kw.get("ceil_mode") and (shape[2] % 2 or shape[3] % 2)
+        assert ("aten.avg_pool2d_backward.default" in log.ops()) == (not broadcast or bool(partial_ceil))

@@ -298,6 +298,57 @@ def test_lean_avg_pool_is_avg_pool_bitwise(pack_impl):
         assert "LeanAvgPoolFunction" in y.grad_fn.name()  # the C++ formula (csrc/spike_ops.cpp)
 
 
+def test_lean_avg_pool_backward_on_the_cpu_is_atens():
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    y = LeanAvgPool2d(2)(x)
+    with OpLog() as log:
+        y.sum().backward()
+    assert "aten.avg_pool2d_backward.default" in log.ops()
+
+
+POOLS = [dict(kernel_size=2), dict(kernel_size=(2, 1)), dict(kernel_size=4), dict(kernel_size=2, divisor_override=8),
+         dict(kernel_size=2, ceil_mode=True), dict(kernel_size=2, divisor_override=3),
+         dict(kernel_size=2, stride=1), dict(kernel_size=2, padding=1)]
+
+
+@pytest.fixture
+def pool_broadcast_everywhere():
+    """The broadcast backward on the CPU too (by default CUDA only: ATen's is faster on the CPU)."""
+    ops = spike_layers._compiled_ops("cpu")
+    assert ops
+    ops.set_pool_backward(1)
+    yield
+    ops.set_pool_backward(0)
+
+
+@pytest.mark.parametrize("kw", POOLS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str)
+def test_lean_avg_pool_backward_is_torch_backward_bitwise(kw, dtype, pool_broadcast_everywhere):
+    """The C++ backward's broadcast path (non-overlapping windows, a power-of-two divisor) gives
+    avg_pool2d_backward's numbers bit for bit, zeros past the last window and the layout torch
+    chooses, on even and odd sizes, channels_last, and gradients down to denormals; the other
+    pools go through avg_pool2d_backward itself."""
+    k = kw["kernel_size"]
+    broadcast = (kw.get("stride") in (None, k) and not kw.get("padding")
+                 and kw.get("divisor_override", 2) in (2, 8))
+    for shape in [(2, 3, 8, 8), (2, 3, 9, 7), (1, 2, 4, 12), (3, 1, 5, 5)]:
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x = torch.randn(shape, dtype=dtype).contiguous(memory_format=fmt)
+            xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+            ya = LeanAvgPool2d(**kw)(xa)
+            yb = nn.AvgPool2d(**kw)(xb)
+            g = torch.randn_like(ya) * torch.tensor([1.0, 1e-40 if dtype == torch.float32 else 1e-3]).to(dtype)[
+                torch.randint(0, 2, ya.shape)]
+            with OpLog() as log:
+                ya.backward(g)
+            yb.backward(g)
+            assert torch.equal(xa.grad, xb.grad), (shape, fmt)
+            assert xa.grad.stride() == xb.grad.stride(), (shape, fmt, xa.grad.stride(), xb.grad.stride())
+            used = "aten.avg_pool2d_backward.default" in log.ops()
+            assert used != (broadcast and (not kw.get("ceil_mode") or (shape[2] % 2 == 0 and shape[3] % 2 == 0))), \
+                (kw, shape, log.ops())
+
+
 def test_spike_layers_keep_bits_not_floats():
     saved = []
 
