@@ -1,7 +1,7 @@
 """Per-call host cost of the spike-input layers (docs/MEMORY.md) as a network calls them, on
 tiny inputs where the kernels are nothing and the host path is everything: forward + backward
 microseconds per call of each layer in memory='plain' (torch's own layer), in memory='default'
-(the compiled C++ formulas of csrc/spike_ops.cpp) and in memory='default' through the torch
+(the compiled C++ formulas of csrc/spike_ops.cpp and lean_pool_op.cpp) and in memory='default' through the torch
 fallback (Python autograd functions and torch's elementwise ops: what runs without the compiled
 extension).
 

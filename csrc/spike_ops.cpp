@@ -1,37 +1,28 @@
 // The spike-input layers' ops (tssd_fast/models/spike_layers.py, docs/MEMORY.md): schema, and
-// the autograd formula of the packed convolution. Part of tssd_fast._C; the pack / unpack
-// kernels register themselves per device (csrc/cpu/spike_pack_cpu.cpp, csrc/cuda/lif_cuda.cpp).
+// the autograd formulas of the packed convolution and linear layer. Part of tssd_fast._C; the
+// pack / unpack kernels register themselves per device (csrc/cpu/spike_pack_cpu.cpp,
+// csrc/cuda/lif_cuda.cpp); the lean average pool is in csrc/lean_pool_op.cpp.
 //
 //   pack_spikes(x, bits, divisor) -> [bits, ceil(n / 8)] uint8    (csrc/spike_pack_host.h)
 //   unpack_spikes(packed, size, stride, dtype, bits, divisor) -> x
 //   spike_conv2d(x, weight, bias?, stride, padding, dilation, groups, bits, divisor,
-//                repeat_base?, repeat_T) -> conv2d
+//                repeat_base?, repeat_T) -> F.conv2d
 //   spike_linear(x [N, in], weight, bias?, bits, divisor) -> F.linear
-//   lean_avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor?)
 //
-// spike_linear: the same for F.linear on a 2-D input, with the matrix products of autograd's
-// addmm / mm formulas.
-// lean_avg_pool2d is F.avg_pool2d that keeps only x's shape, strides and dtype: its gradient
-// never reads x's values, but autograd's own formula keeps x.
 // spike_conv2d is F.conv2d whose backward keeps x packed to `bits` bits per value instead of x
 // itself (or, with repeat_T > 0, a direct-encoded x = repeat_base [B, ...] at every one of
-// repeat_T steps: the batch once), and computes the gradients with the ATen call autograd's own formula makes
-// (convolution_backward, on the unpacked input), so they are bit for bit nn.Conv2d's. In C++
-// because the same formula as a Python autograd.Function cost 60-70 us of host time per layer
-// call on top of the convolution (benchmarks/results/cpu_2026-12-07_spike_ops.md).
+// repeat_T steps: the batch once), and computes the gradients with the ATen call autograd's own
+// formula makes (convolution_backward, on the unpacked input), so they are bit for bit
+// nn.Conv2d's. spike_linear: the same for F.linear on a 2-D input, with the matrix products of
+// autograd's addmm / mm formulas. In C++ because the same formulas as Python autograd.Functions
+// cost 60-110 us of host time per layer call on top of the layer
+// (benchmarks/results/cpu_2026-12-07_spike_ops.md).
 #include <ATen/core/LegacyTypeDispatch.h>  // AutoDispatchBelowADInplaceOrView
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
-#include <ATen/ops/avg_pool2d.h>
-#include <ATen/ops/avg_pool2d_backward.h>
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/convolution_backward.h>
-#include <ATen/ops/empty_strided.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
-#include <ATen/ops/mul.h>
-#include <ATen/ops/zeros.h>
-#include <c10/core/MemoryFormat.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>  // DelayedError
 #include <torch/library.h>
@@ -62,17 +53,6 @@ const c10::TypedOperatorHandle<UnpackSig>& unpack_op() {
                              .findSchemaOrThrow("tssd_fast::unpack_spikes", "")
                              .typed<UnpackSig>();
   return op;
-}
-
-// torch's strides of a contiguous tensor of `sizes` (a size 0 or 1 counts as 1).
-std::vector<int64_t> contiguous_strides(c10::IntArrayRef sizes) {
-  std::vector<int64_t> out(sizes.size());
-  int64_t step = 1;
-  for (int64_t i = static_cast<int64_t>(sizes.size()) - 1; i >= 0; --i) {
-    out[i] = step;
-    step *= std::max<int64_t>(sizes[i], 1);
-  }
-  return out;
 }
 
 at::Tensor cast(const at::Tensor& t, at::ScalarType dtype) {
@@ -218,106 +198,6 @@ at::Tensor spike_linear_plain(const at::Tensor& x, const at::Tensor& weight,
   return at::linear(x, weight, bias);
 }
 
-// Which backward lean_avg_pool2d takes for non-overlapping windows: the broadcast on CUDA only
-// (auto), always, or never (ATen's avg_pool2d_backward). Tests set it (set_pool_backward).
-enum PoolBackwardMode : int { kPoolAuto = 0, kPoolBroadcast = 1, kPoolAten = 2 };
-int& pool_backward_mode() {
-  static int mode = kPoolAuto;
-  return mode;
-}
-
-class LeanAvgPoolFunction : public torch::autograd::Function<LeanAvgPoolFunction> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, c10::IntArrayRef kernel,
-                            c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
-                            bool count_include_pad, std::optional<int64_t> divisor) {
-    ctx->saved_data["size"] = x.sizes();
-    ctx->saved_data["strides"] = x.strides();
-    ctx->saved_data["dtype"] = x.scalar_type();
-    ctx->saved_data["device"] = x.device();
-    ctx->saved_data["args"] = std::vector<int64_t>{kernel[0], kernel[1], stride[0], stride[1],
-                                                   padding[0], padding[1], ceil_mode,
-                                                   count_include_pad};
-    ctx->saved_data["divisor"] = divisor;
-    return at::avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor);
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto a = ctx->saved_data["args"].toIntVector();
-    const auto d = ctx->saved_data["divisor"].toOptional<int64_t>();
-    const auto size = ctx->saved_data["size"].toIntVector();
-    const auto strides = ctx->saved_data["strides"].toIntVector();
-    const auto options = at::TensorOptions()
-                             .dtype(ctx->saved_data["dtype"].toScalarType())
-                             .device(ctx->saved_data["device"].toDevice());
-    variable_list out(7);
-    const int64_t divide = d.has_value() ? *d : a[0] * a[1];
-    const int mode = pool_backward_mode();
-    const bool wanted = mode == kPoolBroadcast ||
-                        (mode == kPoolAuto && options.device().type() == c10::DeviceType::CUDA);
-    if (wanted && a[0] == a[2] && a[1] == a[3] && a[4] == 0 && a[5] == 0 && divide > 0 &&
-        (divide & (divide - 1)) == 0 && (!a[6] || (size[2] % a[0] == 0 && size[3] % a[1] == 0))) {
-      out[0] = pool_backward_by_broadcast(grads[0], size, strides, a[0], a[1], divide, options);
-      return out;
-    }
-    // shape and layout only: avg_pool2d_backward does not read the input's values
-    const at::Tensor like = at::empty_strided(size, strides, options);
-    out[0] = at::avg_pool2d_backward(grads[0], like, {a[0], a[1]}, {a[2], a[3]}, {a[4], a[5]},
-                                     a[6] != 0, a[7] != 0, d);
-    return out;
-  }
-
-  // Windows that do not overlap (kernel == stride, no padding) and a power-of-two divisor: each
-  // input element lies in at most one window, so its gradient is that window's times 1/divisor
-  // (exact), and 0 past the last window. ATen's avg_pool2d_backward computes the same numbers
-  // with a search over the windows per input element: on an H200 it ran at 7% of the copy
-  // bandwidth (0.55 ms of a 7.6 ms VGG-9 step for 4 calls; gpu_2026-11-28_c1d6259). This is one
-  // elementwise kernel writing the input's size, in the layout torch's backward would choose.
-  // Used on CUDA only (kPoolAuto): on the CPU ATen's kernel measured faster (47 vs 67 ms at
-  // [128, 128, 32, 32]); on the GPU it is a prediction until a GPU run times it.
-  static at::Tensor pool_backward_by_broadcast(const at::Tensor& grad,
-                                               const std::vector<int64_t>& size,
-                                               const std::vector<int64_t>& strides, int64_t kh,
-                                               int64_t kw, int64_t divide,
-                                               const at::TensorOptions& options) {
-    const int64_t N = size[0], C = size[1], H = size[2], W = size[3];
-    const int64_t Ho = grad.size(2), Wo = grad.size(3);
-    const bool cl = strides == c10::get_channels_last_strides_2d(size) &&
-                    strides != contiguous_strides(size);
-    const bool partial = Ho * kh != H || Wo * kw != W;
-    const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-    at::Tensor gin = partial ? at::zeros(size, options.memory_format(fmt))
-                             : at::empty(size, options.memory_format(fmt));
-    const auto s = gin.strides();
-    // gin's covered part as [N, C, Ho, kh, Wo, kw]: a view with gin's own strides
-    at::Tensor windows = gin.as_strided({N, C, Ho, kh, Wo, kw},
-                                        {s[0], s[1], kh * s[2], s[2], kw * s[3], s[3]});
-    at::mul_out(windows, grad.unsqueeze(3).unsqueeze(5).expand({N, C, Ho, kh, Wo, kw}),
-                at::Scalar(1.0 / static_cast<double>(divide)));
-    return gin;
-  }
-};
-
-at::Tensor lean_avg_pool2d(const at::Tensor& x, c10::IntArrayRef kernel, c10::IntArrayRef stride,
-                           c10::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                           std::optional<int64_t> divisor) {
-  TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2,
-              "tssd_fast: lean_avg_pool2d takes 2 kernel sizes, strides and paddings");
-  if (!(at::GradMode::is_enabled() && x.requires_grad())) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return at::avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor);
-  }
-  return LeanAvgPoolFunction::apply(x, kernel, stride, padding, ceil_mode, count_include_pad,
-                                    divisor);
-}
-
-at::Tensor lean_avg_pool2d_plain(const at::Tensor& x, c10::IntArrayRef kernel,
-                                 c10::IntArrayRef stride, c10::IntArrayRef padding,
-                                 bool ceil_mode, bool count_include_pad,
-                                 std::optional<int64_t> divisor) {
-  return at::avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor);
-}
-
 at::Tensor spike_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight,
                                  const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                                  c10::IntArrayRef padding, c10::IntArrayRef dilation,
@@ -349,11 +229,6 @@ at::Tensor spike_conv2d_plain(const at::Tensor& x, const at::Tensor& weight,
 
 }  // namespace
 
-void set_pool_backward(int64_t mode) {
-  TORCH_CHECK(mode >= kPoolAuto && mode <= kPoolAten, "tssd_fast: pool backward mode ", mode);
-  pool_backward_mode() = static_cast<int>(mode);
-}
-
 using SpikeConvSig = at::Tensor(const at::Tensor&, const at::Tensor&,
                                 const std::optional<at::Tensor>&, c10::IntArrayRef,
                                 c10::IntArrayRef, c10::IntArrayRef, int64_t, int64_t, int64_t,
@@ -382,19 +257,6 @@ at::Tensor spike_linear_call(const at::Tensor& x, const at::Tensor& weight,
   return op.call(x, weight, bias, bits, divisor);
 }
 
-using LeanPoolSig = at::Tensor(const at::Tensor&, c10::IntArrayRef, c10::IntArrayRef,
-                               c10::IntArrayRef, bool, bool, std::optional<int64_t>);
-
-at::Tensor lean_avg_pool2d_call(const at::Tensor& x, c10::IntArrayRef kernel,
-                                c10::IntArrayRef stride, c10::IntArrayRef padding,
-                                bool ceil_mode, bool count_include_pad,
-                                std::optional<int64_t> divisor) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("tssd_fast::lean_avg_pool2d", "")
-                             .typed<LeanPoolSig>();
-  return op.call(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor);
-}
-
 }  // namespace tssd_fast
 
 TORCH_LIBRARY_FRAGMENT(tssd_fast, m) {
@@ -406,18 +268,14 @@ TORCH_LIBRARY_FRAGMENT(tssd_fast, m) {
         "int[] dilation, int groups, int bits, int divisor, Tensor? repeat_base=None, "
         "int repeat_T=0) -> Tensor");
   m.def("spike_linear(Tensor x, Tensor weight, Tensor? bias, int bits, int divisor) -> Tensor");
-  m.def("lean_avg_pool2d(Tensor x, int[] kernel, int[] stride, int[] padding, bool ceil_mode, "
-        "bool count_include_pad, int? divisor_override) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tssd_fast, Autograd, m) {
   m.impl("spike_conv2d", &tssd_fast::spike_conv2d_autograd);
   m.impl("spike_linear", &tssd_fast::spike_linear_autograd);
-  m.impl("lean_avg_pool2d", &tssd_fast::lean_avg_pool2d);
 }
 
 TORCH_LIBRARY_IMPL(tssd_fast, CompositeExplicitAutograd, m) {
   m.impl("spike_conv2d", &tssd_fast::spike_conv2d_plain);
   m.impl("spike_linear", &tssd_fast::spike_linear_plain);
-  m.impl("lean_avg_pool2d", &tssd_fast::lean_avg_pool2d_plain);
 }

@@ -14,7 +14,9 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "lif_host.h"  // EmptyFn, fresh, check_device
 #include "spike_pack.h"
@@ -47,6 +49,17 @@ inline void check_code(int64_t bits, int64_t divisor) {
               kMaxSpikeBits, ", got ", bits);
   TORCH_CHECK(divisor >= 1 && (divisor & (divisor - 1)) == 0 && divisor <= (int64_t{1} << 24),
               "tssd_fast: divisor must be a power of two, got ", divisor);
+}
+
+// torch's strides of a contiguous tensor of `sizes` (a size 0 or 1 counts as 1).
+inline std::vector<int64_t> contiguous_strides(c10::IntArrayRef sizes) {
+  std::vector<int64_t> out(sizes.size());
+  int64_t step = 1;
+  for (int64_t i = static_cast<int64_t>(sizes.size()) - 1; i >= 0; --i) {
+    out[i] = step;
+    step *= std::max<int64_t>(sizes[i], 1);
+  }
+  return out;
 }
 
 inline bool read_as_it_lies(const at::Tensor& x) {

@@ -77,7 +77,7 @@ def test_layers_are_torch_layers_bitwise_on_cuda(layout, amp, make):
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 def test_lean_pool_backward_on_cuda_is_torch_backward(kw, dtype, layout):
     """On CUDA non-overlapping pools with a power-of-two divisor take the broadcast backward
-    (csrc/spike_ops.cpp), not avg_pool2d_backward: the same numbers and strides as torch's."""
+    (csrc/lean_pool_op.cpp), not avg_pool2d_backward: the same numbers and strides as torch's."""
     fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
     k = kw["kernel_size"]
     broadcast = (kw.get("stride") in (None, k) and not kw.get("padding")

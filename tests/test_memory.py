@@ -295,7 +295,7 @@ def test_lean_avg_pool_is_avg_pool_bitwise(pack_impl):
     _same_step(a, b, torch.randn(3, 6, 6))  # unbatched: torch's path
     if pack_impl == "compiled":
         y = LeanAvgPool2d(2)(torch.randn(1, 2, 4, 4, requires_grad=True))
-        assert "LeanAvgPoolFunction" in y.grad_fn.name()  # the C++ formula (csrc/spike_ops.cpp)
+        assert "LeanAvgPoolFunction" in y.grad_fn.name()  # the C++ formula (csrc/lean_pool_op.cpp)
 
 
 def test_lean_avg_pool_backward_on_the_cpu_is_atens():

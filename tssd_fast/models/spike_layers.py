@@ -509,7 +509,7 @@ class LeanAvgPool2d(nn.AvgPool2d):
                 self.divisor_override)
         args = tuple(_pair(a) if i < 3 else a for i, a in enumerate(args))
         ops = _compiled_ops(x.device.type)
-        if ops and x.dim() == 4:  # the same formula in C++ (csrc/spike_ops.cpp)
+        if ops and x.dim() == 4:  # the same formula in C++ (csrc/lean_pool_op.cpp)
             return ops.lean_avg_pool2d(x, *args)
         return _AvgPoolFn.apply(x, args)
 
