@@ -78,6 +78,29 @@ variable_list once_differentiable(variable_list out) {
       static_cast<int64_t>(out.size()))(std::move(out));
 }
 
+// The layer input as backward keeps it: its bit planes, with what unpacks them (size, layout,
+// code) in ctx; the twin of spike_layers._keep_input / _restore_input.
+at::Tensor keep_packed(AutogradContext* ctx, const at::Tensor& x, int64_t bits, int64_t divisor) {
+  ctx->saved_data["size"] = x.sizes();
+  ctx->saved_data["strides"] =
+      read_as_it_lies(x) ? x.strides().vec() : contiguous_strides(x.sizes());
+  ctx->saved_data["code"] = std::vector<int64_t>{bits, divisor};
+  return pack_op().call(x, bits, divisor);
+}
+
+at::Tensor unpack_kept(AutogradContext* ctx, const at::Tensor& planes, at::ScalarType dtype) {
+  const auto code = ctx->saved_data["code"].toIntVector();
+  return unpack_op().call(planes, ctx->saved_data["size"].toIntVector(),
+                          ctx->saved_data["strides"].toIntVector(), dtype, code[0], code[1]);
+}
+
+// Whether a call records a graph: grad mode on and an input that needs a gradient.
+bool records_grad(const at::Tensor& x, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias) {
+  const bool bias_grad = bias.has_value() && bias->defined() && bias->requires_grad();
+  return at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || bias_grad);
+}
+
 class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
@@ -89,16 +112,12 @@ class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
     at::Tensor out = at::conv2d(x, weight, bias, stride, padding, dilation, groups);
     const at::Tensor b = bias.has_value() ? *bias : at::Tensor();
     // a direct-encoded x is its image batch at every step: keep the batch once instead
-    const bool repeat = repeat_T > 0;
-    ctx->save_for_backward({repeat ? *repeat_base : pack_op().call(x, bits, divisor), weight, b});
+    ctx->save_for_backward(
+        {repeat_T > 0 ? *repeat_base : keep_packed(ctx, x, bits, divisor), weight, b});
     ctx->saved_data["repeat_T"] = repeat_T;
-    ctx->saved_data["size"] = x.sizes();
-    ctx->saved_data["strides"] =
-        read_as_it_lies(x) ? x.strides().vec() : contiguous_strides(x.sizes());
     ctx->saved_data["dtype"] = x.scalar_type();
-    ctx->saved_data["code"] = std::vector<int64_t>{bits, divisor, groups};
-    ctx->saved_data["geometry"] = std::vector<int64_t>{stride[0], stride[1], padding[0],
-                                                       padding[1], dilation[0], dilation[1]};
+    ctx->saved_data["geometry"] = std::vector<int64_t>{
+        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups};
     return out;
   }
 
@@ -108,7 +127,6 @@ class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &planes = saved[0], &weight = saved[1], &bias = saved[2];  // (or the batch)
     const at::Tensor& grad = grads[0];
-    const auto code = ctx->saved_data["code"].toIntVector();
     const auto g = ctx->saved_data["geometry"].toIntVector();
     const at::ScalarType x_dtype = ctx->saved_data["dtype"].toScalarType();
     const at::ScalarType cdtype = grad.scalar_type();  // autocast's, or the input's
@@ -119,8 +137,7 @@ class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
       sizes.insert(sizes.begin(), repeat_T);
       x = planes.unsqueeze(0).expand(sizes).flatten(0, 1);
     } else {
-      x = unpack_op().call(planes, ctx->saved_data["size"].toIntVector(),
-                           ctx->saved_data["strides"].toIntVector(), x_dtype, code[0], code[1]);
+      x = unpack_kept(ctx, planes, x_dtype);
     }
     x = cast(x, cdtype);
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
@@ -130,7 +147,7 @@ class SpikeConvFunction : public torch::autograd::Function<SpikeConvFunction> {
         bias.defined() ? at::OptionalIntArrayRef(c10::IntArrayRef(&bias_size, 1)) : std::nullopt;
     auto [gx, gw, gb] = at::convolution_backward(
         grad, x, cast(weight, cdtype), bias_sizes, {g[0], g[1]}, {g[2], g[3]}, {g[4], g[5]},
-        /*transposed=*/false, {0, 0}, code[2], mask);
+        /*transposed=*/false, {0, 0}, g[6], mask);
     // autocast's casts are differentiable: their backward casts the gradient back
     variable_list out(11);
     if (mask[0]) out[0] = cast(gx, x_dtype);
@@ -147,12 +164,8 @@ class SpikeLinearFunction : public torch::autograd::Function<SpikeLinearFunction
                             const std::optional<at::Tensor>& bias, int64_t bits, int64_t divisor) {
     at::Tensor out = at::linear(x, weight, bias);  // autocast (when on) casts here
     const at::Tensor b = bias.has_value() ? *bias : at::Tensor();
-    ctx->save_for_backward({pack_op().call(x, bits, divisor), weight, b});
-    ctx->saved_data["size"] = x.sizes();
-    ctx->saved_data["strides"] =
-        read_as_it_lies(x) ? x.strides().vec() : contiguous_strides(x.sizes());
+    ctx->save_for_backward({keep_packed(ctx, x, bits, divisor), weight, b});
     ctx->saved_data["dtype"] = x.scalar_type();
-    ctx->saved_data["code"] = std::vector<int64_t>{bits, divisor};
     return out;
   }
 
@@ -167,11 +180,8 @@ class SpikeLinearFunction : public torch::autograd::Function<SpikeLinearFunction
     variable_list out(5);
     if (ctx->needs_input_grad(0)) out[0] = cast(grad.mm(cast(weight, cdtype)), x_dtype);
     if (ctx->needs_input_grad(1)) {
-      const auto code = ctx->saved_data["code"].toIntVector();
-      const at::Tensor x = unpack_op().call(planes, ctx->saved_data["size"].toIntVector(),
-                                            ctx->saved_data["strides"].toIntVector(), x_dtype,
-                                            code[0], code[1]);
-      out[1] = cast(grad.t().mm(cast(x, cdtype)), weight.scalar_type());
+      out[1] = cast(grad.t().mm(cast(unpack_kept(ctx, planes, x_dtype), cdtype)),
+                    weight.scalar_type());
     }
     if (bias.defined() && ctx->needs_input_grad(2)) {
       out[2] = cast(grad.sum(0), bias.scalar_type());
@@ -185,8 +195,7 @@ at::Tensor spike_linear_autograd(const at::Tensor& x, const at::Tensor& weight,
                                  const std::optional<at::Tensor>& bias, int64_t bits,
                                  int64_t divisor) {
   TORCH_CHECK(x.dim() == 2, "tssd_fast: spike_linear takes a 2-D input, got ", x.dim(), "-D");
-  const bool bias_grad = bias.has_value() && bias->defined() && bias->requires_grad();
-  if (!(at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || bias_grad))) {
+  if (!records_grad(x, weight, bias)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return at::linear(x, weight, bias);
   }
@@ -210,8 +219,7 @@ at::Tensor spike_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight,
                                 repeat_base->size(0) * repeat_T == x.size(0)),
               "tssd_fast: spike_conv2d: repeat_T > 0 needs repeat_base [B, ...] with T*B = x's "
               "first size");
-  const bool bias_grad = bias.has_value() && bias->defined() && bias->requires_grad();
-  if (!(at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || bias_grad))) {
+  if (!records_grad(x, weight, bias)) {
     at::AutoDispatchBelowADInplaceOrView guard;  // nothing to keep: the convolution alone
     return at::conv2d(x, weight, bias, stride, padding, dilation, groups);
   }
