@@ -60,7 +60,8 @@ for op in ("tssd_fast::lif_forward", "tssd_fast::lif_backward", "tssd_fast::pack
            "tssd_fast::unpack_spikes"):
     for key in ("CPU", "CUDA"):
         assert has(op, key), f"{op} has no {key} kernel"
-for op in ("tssd_fast::spike_conv2d", "tssd_fast::spike_linear", "tssd_fast::lean_avg_pool2d"):
+for op in ("tssd_fast::spike_conv2d", "tssd_fast::spike_linear", "tssd_fast::lean_avg_pool2d",
+           "tssd_fast::conv_bn_recompute"):
     assert has(op, "Autograd"), f"{op} has no autograd formula"
 node = tssd_fast.LIFNode(step_mode="m", backend="cpp")
 x = torch.randn(4, 3, 5, requires_grad=True)

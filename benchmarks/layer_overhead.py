@@ -1,7 +1,8 @@
 """Per-call host cost of the spike-input layers (docs/MEMORY.md) as a network calls them, on
 tiny inputs where the kernels are nothing and the host path is everything: forward + backward
-microseconds per call of each layer in memory='plain' (torch's own layer), in memory='default'
-(the compiled C++ formulas of csrc/spike_ops.cpp and lean_pool_op.cpp) and in memory='default' through the torch
+microseconds per call of each layer in memory='plain' (torch's own layer), in its lean mode
+('default'; 'min' for the ConvBN that recomputes) through the compiled C++ formulas
+(csrc/spike_ops.cpp, conv_bn_op.cpp, lean_pool_op.cpp), and in that mode through the torch
 fallback (Python autograd functions and torch's elementwise ops: what runs without the compiled
 extension).
 
@@ -25,23 +26,26 @@ from tssd_fast.models import spike_layers  # noqa: E402
 from tssd_fast.models.spike_layers import (SPIKES, ConvBN, LeanAvgPool2d, SpikeConv2d,  # noqa: E402
                                            SpikeLinear, set_memory_mode)
 
-VARIANTS = ("plain", "default", "default, torch fallback")
+VARIANTS = ("plain", "lean", "lean, torch fallback")  # lean: the layer's mode below
 
 
 def layers(device):
-    """(name, module, input): tiny spike inputs, as the networks feed each layer."""
+    """(name, module, input, lean mode): tiny spike inputs, as the networks feed each layer."""
     def spikes(*shape):
         return (torch.rand(*shape, device=device) > 0.5).float().requires_grad_()
     conv = SpikeConv2d(4, 4, 3, padding=1, bias=False)
-    return [("SpikeConv2d 3x3", conv.to(device), spikes(4, 4, 6, 6)),
-            ("ConvBN [T=2, B=2]", ConvBN(SpikeConv2d(4, 4, 3, padding=1, bias=False, code=SPIKES),
-                                         torch.nn.BatchNorm2d(4)).to(device), spikes(2, 2, 4, 6, 6)),
-            ("LeanAvgPool2d 2", LeanAvgPool2d(2).to(device), spikes(4, 4, 6, 6)),
-            ("SpikeLinear", SpikeLinear(32, 10).to(device), spikes(4, 32))]
+
+    def convbn():
+        return ConvBN(SpikeConv2d(4, 4, 3, padding=1, bias=False, code=SPIKES), torch.nn.BatchNorm2d(4)).to(device)
+    return [("SpikeConv2d 3x3", conv.to(device), spikes(4, 4, 6, 6), "default"),
+            ("ConvBN [T=2, B=2]", convbn(), spikes(2, 2, 4, 6, 6), "default"),
+            ("ConvBN [T=2, B=2]", convbn(), spikes(2, 2, 4, 6, 6), "min"),
+            ("LeanAvgPool2d 2", LeanAvgPool2d(2).to(device), spikes(4, 4, 6, 6), "default"),
+            ("SpikeLinear", SpikeLinear(32, 10).to(device), spikes(4, 32), "default")]
 
 
-def _batch(module, x, variant, calls, device):
-    set_memory_mode(module, "plain" if variant == "plain" else "default")
+def _batch(module, x, variant, calls, device, lean="default"):
+    set_memory_mode(module, "plain" if variant == "plain" else lean)
     saved = spike_layers._OPS.get(device.type)
     if variant.endswith("fallback"):
         spike_layers._OPS[device.type] = False
@@ -73,17 +77,17 @@ def main(argv=None) -> int:
     print(f"fwd+bwd us per call: {a.calls} calls x {a.rounds} rounds, interleaved; "
           f"{a.threads} thread(s)")
     rows = []
-    for name, module, x in layers(device):
+    for name, module, x, lean in layers(device):
         for v in VARIANTS:  # warm up (allocator, lazy loading)
-            _batch(module, x, v, 5, device)
+            _batch(module, x, v, 5, device, lean)
         times = {v: [] for v in VARIANTS}
         for _ in range(a.rounds):
             for v in VARIANTS:
-                times[v].append(_batch(module, x, v, a.calls, device))
+                times[v].append(_batch(module, x, v, a.calls, device, lean))
         plain = harness.quantile(times["plain"], 0.5)
         for v in VARIANTS:
             med = harness.quantile(times[v], 0.5)
-            rows.append([name, v, f"{med:.1f}", f"{harness.quantile(times[v], 0.2):.1f}-"
+            rows.append([name, v.replace("lean", lean), f"{med:.1f}", f"{harness.quantile(times[v], 0.2):.1f}-"
                          f"{harness.quantile(times[v], 0.8):.1f}", f"{med - plain:+.1f}"])
     print(harness.format_table(["layer", "memory", "us", "p20-p80", "vs plain"], rows))
     return 0

@@ -14,10 +14,11 @@ gradients), and for 'min' a probe of every ConvBN recompute:
 * conv: the conv output recomputed in backward vs the forward's (bitwise), and whether the
   recompute ran on the forward's thread (on CUDA, backward runs on autograd's device thread;
   cuDNN's v8 execution-plan cache is per thread, so with cudnn.benchmark the recompute is
-  autotuned anew there and may get another engine than the forward);
-* BN: the BatchNorm backend (cudnn / native) and its saved mean / invstd, from the forward's
-  conv output on the forward's thread vs on the backward thread (BN determinism), and from the
-  recomputed conv output (what the recompute's BN backward really uses).
+  autotuned anew there and may get another engine than the forward).
+
+The probed step runs the Python formula (spike_layers._ConvBNFn, which makes the ATen calls
+the compiled conv_bn_recompute op makes), where the convolutions can be watched. BatchNorm's
+statistics are the forward's (kept since 2026-12-07), so only the conv output can differ.
 
 Settings (cudnn.benchmark / cudnn.deterministic / cudnn.allow_tf32): bench = 1/0/1 (what
 train_step.py runs), no-benchmark = 0/0/1, deterministic = 1/1/1, no-tf32 = 1/0/0,
@@ -42,7 +43,6 @@ import harness  # noqa: E402
 import train_step as ts  # noqa: E402
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from tssd_fast.models import ConvBN  # noqa: E402
 from tssd_fast.models import spike_layers as SL  # noqa: E402
@@ -52,74 +52,54 @@ SETTINGS = {"bench": (True, False, True), "no-benchmark": (False, False, True),
             "strict": (False, True, False)}
 
 
-def _bn_stats(y, bn):
-    """(mean, invstd) that BatchNorm saves for backward on y (train mode), and its backend."""
-    def maybe(t, fn):
-        return None if t is None else fn(t)
-
-    z = F.batch_norm(y.detach().requires_grad_(), maybe(bn.running_mean, torch.zeros_like),
-                     maybe(bn.running_var, torch.ones_like), maybe(bn.weight, torch.Tensor.detach),
-                     maybe(bn.bias, torch.Tensor.detach), True, 0.0, bn.eps)
-    fn = z.grad_fn
-    return (getattr(fn, "_saved_result1", None), getattr(fn, "_saved_result2", None)), type(fn).__name__
-
-
-def _same(a, b) -> bool:
-    return all(x is not None and y is not None and torch.equal(x, y) for x, y in zip(a, b))
-
-
 class Probe:
     """Records, for every ConvBN recompute of memory='min', what is listed in the module doc."""
 
     def __init__(self, model):
-        self.names = {id(m[0]): n for n, m in model.named_modules() if isinstance(m, ConvBN)}
+        self.names = {id(m[0].weight): n for n, m in model.named_modules() if isinstance(m, ConvBN)}
         self.calls = []
 
     @contextlib.contextmanager
-    def active(self):
-        probe, base = self, SL._ConvBNFn
+    def active(self, device_type: str):
+        probe, base, conv2d = self, SL._ConvBNFn, SL._conv2d
 
-        def conv_outputs(conv, fn):  # run fn, collecting conv._conv_forward's outputs
-            outs, orig = [], conv._conv_forward
-            conv._conv_forward = lambda *a: outs.append(orig(*a)) or outs[-1]
+        def conv_outputs(fn):  # run fn, collecting the convolutions _ConvBNFn runs
+            outs = []
+            SL._conv2d = lambda *a: outs.append(conv2d(*a)) or outs[-1]
             try:
                 return fn(), outs
             finally:
-                del conv._conv_forward
+                SL._conv2d = conv2d
 
         class Probed(base):
             @staticmethod
-            def forward(ctx, x, conv_w, conv_b, bn_w, bn_b, conv, bn, code, repeat):
-                z, (y,) = conv_outputs(conv, lambda: base.forward(ctx, x, conv_w, conv_b, bn_w, bn_b,
-                                                                  conv, bn, code, repeat))
-                with torch.enable_grad():
-                    ctx.probe = (y, threading.get_ident(), _bn_stats(y, bn)[0] if ctx.training else None)
+            def forward(ctx, x, weight, *rest):
+                z, (y,) = conv_outputs(lambda: base.forward(ctx, x, weight, *rest))
+                ctx.probe = (y, threading.get_ident(), probe.names.get(id(weight), "?"))
                 return z
 
             @staticmethod
             def backward(ctx, grad):
-                conv, bn = ctx.modules
-                y_fwd, fwd_thread, fwd_stats = ctx.probe
-                out, (y_rec,) = conv_outputs(conv, lambda: base.backward(ctx, grad))
-                rec = {"name": probe.names.get(id(conv), "?"), "conv_equal": torch.equal(y_rec, y_fwd),
+                y_fwd, fwd_thread, name = ctx.probe
+                out, (y_rec,) = conv_outputs(lambda: base.backward(ctx, grad))
+                rec = {"name": name, "conv_equal": torch.equal(y_rec, y_fwd),
                        "same_thread": threading.get_ident() == fwd_thread}
                 if not rec["conv_equal"]:
                     rec.update({k: v for k, v in ts._tensor_diff("", y_rec, y_fwd).items()
                                 if k in ("n_diff", "numel", "max_abs", "max_rel")})
-                if fwd_stats is not None:
-                    with torch.enable_grad():
-                        again, rec["bn_backend"] = _bn_stats(y_fwd, bn)
-                        recomputed, _ = _bn_stats(y_rec, bn)
-                    rec["bn_stats_same_input"] = _same(again, fwd_stats)
-                    rec["bn_stats_recomputed"] = _same(recomputed, fwd_stats)
                 probe.calls.append(rec)
                 return out
 
-        SL._ConvBNFn = Probed
+        compiled = SL._OPS.get(device_type)
+        SL._ConvBNFn, SL._OPS[device_type] = Probed, False  # the Python formula, watchable
         try:
             yield self
         finally:
             SL._ConvBNFn = base
+            if compiled is None:
+                SL._OPS.pop(device_type, None)
+            else:
+                SL._OPS[device_type] = compiled
 
     def summary(self) -> str:
         c = self.calls
@@ -127,18 +107,12 @@ class Probe:
             return "no ConvBN recompute ran"
         order = {n: i for i, n in enumerate(self.names.values())}  # forward order (backward ran reversed)
         bad = sorted((r for r in c if not r["conv_equal"]), key=lambda r: order.get(r["name"], -1))
-        text = (f"conv output recomputed bitwise in {len(c) - len(bad)}/{len(c)} ConvBN calls"
+        return (f"conv output recomputed bitwise in {len(c) - len(bad)}/{len(c)} ConvBN calls"
                 + (" (differ: " + ", ".join(f"{r['name']} {r['n_diff']}/{r['numel']} max rel "
                                            f"{r['max_rel']:.2g}" for r in bad[:4])
                    + (f", +{len(bad) - 4}" if len(bad) > 4 else "") + ")" if bad else "")
                 + "; recompute on " + ("the forward's thread" if all(r["same_thread"] for r in c)
                                       else "another thread than the forward"))
-        bn = [r for r in c if "bn_backend" in r]
-        if bn:
-            text += (f"; BN {', '.join(sorted({r['bn_backend'] for r in bn}))}: saved mean/invstd "
-                     f"equal for the same input {sum(r['bn_stats_same_input'] for r in bn)}/{len(bn)}, "
-                     f"for the recomputed input {sum(r['bn_stats_recomputed'] for r in bn)}/{len(bn)}")
-        return text
 
 
 def run_setting(args, device, setting: str, precision: str) -> dict:
@@ -154,7 +128,7 @@ def run_setting(args, device, setting: str, precision: str) -> dict:
         for mode in ["plain", *args.modes]:
             pt = ts.Point(g, p, x, y, device, args.seed, memory=mode)
             probe = Probe(pt.model)
-            with probe.active() if mode == "min" else contextlib.nullcontext():
+            with probe.active(device.type) if mode == "min" else contextlib.nullcontext():
                 loss = pt.step().item()
             diff = ts.compare_steps(pt.model, ref.model, loss, loss_ref)
             key = "plain_rerun" if mode == "plain" else mode

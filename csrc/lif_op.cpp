@@ -118,7 +118,7 @@ Fwd4 lif_forward_autograd(const at::Tensor& x, const std::optional<at::Tensor>& 
 
 }  // namespace
 
-// csrc/spike_ops.cpp, csrc/lean_pool_op.cpp: the spike-input layers' ops through the dispatcher
+// csrc/spike_ops.cpp, csrc/conv_bn_op.cpp, csrc/lean_pool_op.cpp: the spike-input layers' ops through the dispatcher
 // (bound below)
 at::Tensor spike_conv2d_call(const at::Tensor& x, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
@@ -128,6 +128,13 @@ at::Tensor spike_conv2d_call(const at::Tensor& x, const at::Tensor& weight,
 at::Tensor spike_linear_call(const at::Tensor& x, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, int64_t bits,
                              int64_t divisor);
+at::Tensor conv_bn_recompute_call(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+    const std::optional<at::Tensor>& bn_weight, const std::optional<at::Tensor>& bn_bias,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    bool training, double momentum, double eps, bool cudnn_enabled, int64_t bits,
+    int64_t divisor, const std::optional<at::Tensor>& repeat_base, int64_t repeat_T);
 void set_pool_backward(int64_t mode);
 at::Tensor lean_avg_pool2d_call(const at::Tensor& x, c10::IntArrayRef kernel,
                                 c10::IntArrayRef stride, c10::IntArrayRef padding,
@@ -170,6 +177,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "convolution's eager path, ~7 us less than torch.ops' boxed call");
   m.def("spike_linear", &tssd_fast::spike_linear_call,
         "tssd_fast::spike_linear called from C++ (see csrc/spike_ops.cpp)");
+  m.def("conv_bn_recompute", &tssd_fast::conv_bn_recompute_call,
+        "tssd_fast::conv_bn_recompute called from C++ (see csrc/conv_bn_op.cpp)");
   m.def("set_pool_backward", &tssd_fast::set_pool_backward,
         "tests: lean_avg_pool2d's backward for non-overlapping windows: 0 = the broadcast on "
         "CUDA only (default), 1 = the broadcast everywhere, 2 = ATen's avg_pool2d_backward");

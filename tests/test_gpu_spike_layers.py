@@ -1,6 +1,6 @@
 """The spike-input layers on CUDA (docs/MEMORY.md): the CUDA pack / unpack kernels
 (csrc/cuda/spike_pack_kernels.cu) make the CPU kernel's bytes and give the input back bit for bit,
-and SpikeConv2d / LeanAvgPool2d / ConvBN in memory='default' are torch's layers bit for bit
+and SpikeConv2d / LeanAvgPool2d / ConvBN in memory='default' (ConvBN also in 'min') are torch's layers bit for bit
 (cuDNN deterministic and unbenchmarked, so that both runs pick one algorithm). Skipped, with the
 reason, without a CUDA device; on the GPU machine the compiled CUDA extension is required."""
 import contextlib
@@ -44,17 +44,18 @@ def test_cuda_pack_is_the_cpu_pack(code, dtype):
 
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16-autocast"])
-@pytest.mark.parametrize("make", ["conv", "convbn", "pool"])
+@pytest.mark.parametrize("make", ["conv", "convbn", "convbn-min", "pool"])
 def test_layers_are_torch_layers_bitwise_on_cuda(layout, amp, make):
+    """On CUDA too (cuDNN's BatchNorm for 'min': its statistics and backward), bit for bit."""
     fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
     build = {"conv": lambda: SpikeConv2d(8, 16, 3, padding=1, stride=2, bias=True),
              "convbn": lambda: ConvBN(SpikeConv2d(8, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16)),
-             "pool": lambda: LeanAvgPool2d(2)}[make]
+             "pool": lambda: LeanAvgPool2d(2)}[make.replace("-min", "")]
     nets = []
-    for mode in ("default", "plain"):
+    for mode in ("min" if make == "convbn-min" else "default", "plain"):
         torch.manual_seed(3)
         nets.append(set_memory_mode(build().cuda().to(memory_format=fmt), mode))
-    shape = (2, 3, 8, 12, 12) if make == "convbn" else (6, 8, 12, 12)
+    shape = (2, 3, 8, 12, 12) if make.startswith("convbn") else (6, 8, 12, 12)
     x = _values(SpikeCode(), shape).cuda()
     if x.dim() == 4:
         x = x.contiguous(memory_format=fmt)
@@ -70,6 +71,9 @@ def test_layers_are_torch_layers_bitwise_on_cuda(layout, amp, make):
     assert all(torch.equal(a, b) for a, b in zip(grads[0], grads[1]))
     if make == "conv":
         assert "SpikeConvFunction" in outs[0].grad_fn.name()  # the C++ formula ran
+    if make == "convbn-min":
+        assert "ConvBNRecomputeFunction" in outs[0].grad_fn.next_functions[0][0].name()
+        assert all(torch.equal(a, b) for a, b in zip(nets[0].buffers(), nets[1].buffers()))
 
 
 @pytest.mark.parametrize("kw", POOLS, ids=str)

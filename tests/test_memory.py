@@ -431,6 +431,158 @@ def test_backward_inside_autocast_is_plain_backward(mode, fwd_amp):
         assert torch.equal(p.grad, q.grad), n
 
 
+class _OwnForwardBN(nn.BatchNorm2d):
+    """A BatchNorm with its own forward: ConvBN's 'min' cannot assume F.batch_norm's arguments."""
+
+    def forward(self, x):
+        return super().forward(x) * 1.0
+
+
+BN_CASES = {"affine": dict(), "no-affine": dict(affine=False), "untracked": dict(track_running_stats=False),
+            "cumulative": dict(momentum=None), "own-forward": dict()}
+
+
+@pytest.mark.parametrize("bn_case", list(BN_CASES))
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("conv_kw", [dict(padding=1, bias=False), dict(stride=2, padding=2, dilation=2, bias=True),
+                                     dict(padding=1, padding_mode="reflect", groups=3)], ids=["p1", "s2d2b", "reflect-g3"])
+def test_conv_bn_min_is_plain_bitwise(bn_case, training, conv_kw, pack_impl):
+    """ConvBN 'min' against torch's layers, two steps: outputs, every gradient and the BN buffers
+    (running statistics, num_batches_tracked) bit for bit, for the BatchNorm variants
+    nn.BatchNorm2d.forward distinguishes. A BatchNorm with its own forward keeps 'default'."""
+    bn_type = _OwnForwardBN if bn_case == "own-forward" else nn.BatchNorm2d
+    a, b = _twin(lambda: ConvBN(SpikeConv2d(3, 6, 3, **conv_kw), bn_type(6, **BN_CASES[bn_case])), "min")
+    a.train(training), b.train(training)
+    for step in range(2):
+        x = _values(SpikeCode(), (2, 3, 3, 9, 9))
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = a(xa), b(xb)
+        node = ya.grad_fn.next_functions[0][0].name()  # (past ConvBN's reshape to [T, B, ...])
+        want = "ConvBNRecomputeFunction" if spike_layers._compiled_ops("cpu") else "_ConvBNFn"
+        assert (want in node) == (bn_case != "own-forward"), node
+        g = torch.randn_like(ya)
+        ya.backward(g)
+        yb.backward(g)
+        assert torch.equal(ya, yb) and torch.equal(xa.grad, xb.grad)
+        for (n, p), q in zip(a.named_parameters(), b.parameters()):
+            assert torch.equal(p.grad, q.grad), n
+        for (n, t), u in zip(a.named_buffers(), b.buffers()):
+            assert torch.equal(t, u), n
+
+
+@pytest.mark.parametrize("frozen", ["conv", "bn", "input-only", "bn-only"])
+def test_conv_bn_min_partial_gradients_bitwise(frozen, pack_impl):
+    """A frozen conv or BN (or only the input needing a gradient): the gradients asked for are
+    plain's bit for bit, the others are not computed."""
+    a, b = _twin(lambda: ConvBN(SpikeConv2d(3, 5, 3, padding=1, bias=True), nn.BatchNorm2d(5)), "min")
+    x = _values(SpikeCode(), (2, 2, 3, 6, 6))
+    xs = []
+    for m in (a, b):
+        for p in m[0].parameters():
+            p.requires_grad_(frozen in ("bn", "bn-only"))
+        for p in m[1].parameters():
+            p.requires_grad_(frozen in ("conv", "bn-only"))
+        xs.append(x.clone().requires_grad_(frozen != "bn-only"))
+    ya, yb = a(xs[0]), b(xs[1])
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(ya, yb)
+    for ta, tb in [(xs[0], xs[1]), *zip(a.parameters(), b.parameters())]:
+        assert (ta.grad is None) == (tb.grad is None) and (ta.grad is None or torch.equal(ta.grad, tb.grad))
+
+
+@pytest.mark.parametrize("where", ["conv", "bn", "pre-bn", "lazy-bn"])
+def test_conv_bn_min_with_hooks_runs_the_modules(where, pack_impl):
+    """Forward hooks on the conv or the BN (a lazy BN initialises in one) fire in 'min' too: the
+    modules run as in 'default', with plain's results."""
+    seen = []
+
+    def make():
+        bn = nn.LazyBatchNorm2d() if where == "lazy-bn" else nn.BatchNorm2d(5)
+        net = ConvBN(SpikeConv2d(3, 5, 3, padding=1), bn)
+        if where == "conv":
+            net[0].register_forward_hook(lambda m, i, o: seen.append(where))
+        elif where == "bn":
+            net[1].register_forward_hook(lambda m, i, o: seen.append(where))
+        elif where == "pre-bn":
+            net[1].register_forward_pre_hook(lambda m, i: seen.append(where))
+        return net
+    a, b = _twin(make, "min")
+    seen.clear()
+    x = _values(SpikeCode(), (2, 2, 3, 6, 6)).requires_grad_()
+
+    def node(net):
+        return net(x).grad_fn.next_functions[0][0].name()  # (past ConvBN's reshape)
+    first = node(a)
+    assert seen == ([] if where == "lazy-bn" else [where])
+    assert "ConvBNRecompute" not in first and "_ConvBNFn" not in first
+    _same_step(a, b, _values(SpikeCode(), (2, 2, 3, 6, 6)))
+    if where == "lazy-bn":  # initialised by its first call: from now on it recomputes
+        assert type(a[1]) is nn.BatchNorm2d
+        assert "ConvBNRecompute" in node(a) or "_ConvBNFn" in node(a)
+
+
+def test_conv_bn_min_recomputes_only_the_convolution():
+    """Backward recomputes the convolution, not the BatchNorm (its statistics are kept), and
+    calls the gradient formulas autograd's nodes call."""
+    net = set_memory_mode(ConvBN(SpikeConv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5)), "min")
+    x = _values(SpikeCode(), (2, 2, 3, 6, 6)).requires_grad_()
+    check_spikes(False)
+    y = net(x)
+    with OpLog() as log:
+        y.sum().backward()
+    ops = log.ops()
+    assert ops.count("aten.convolution.default") == 1, ops
+    assert not any("batch_norm.default" in o and "backward" not in o for o in ops), ops
+    assert "aten.native_batch_norm_backward.default" in ops and "aten.convolution_backward.default" in ops
+
+
+def test_conv_bn_min_eval_output_uses_the_statistics_at_backward_as_plain():
+    """An eval-mode output whose BatchNorm is then updated by a training call before backward:
+    torch's node normalised with the running statistics themselves, updated by then; 'min' too."""
+    a, b = _twin(lambda: ConvBN(SpikeConv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5)), "min")
+    x = _values(SpikeCode(), (2, 2, 3, 6, 6))
+    outs = []
+    for m in (a, b):
+        xi = x.clone().requires_grad_()
+        m.eval()
+        y = m(xi)
+        m.train()
+        m(x.clone().requires_grad_())  # updates the running statistics in place
+        y.backward(torch.ones_like(y))
+        outs.append((y, xi.grad, [p.grad for p in m.parameters()]))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    assert all(torch.equal(p, q) for p, q in zip(outs[0][2], outs[1][2]))
+
+
+def test_conv_bn_min_empty_batch_and_batch_of_one(pack_impl):
+    """An empty batch runs as plain; one value per channel in training raises plain's ValueError."""
+    a, b = _twin(lambda: ConvBN(SpikeConv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)), "min")
+    _same_step(a, b, _values(SpikeCode(), (2, 0, 3, 5, 5)))
+    one = _values(SpikeCode(), (1, 1, 3, 1, 1)).requires_grad_()
+    for m in (a, b):
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+            m(one)
+    assert torch.equal(a[1].num_batches_tracked, b[1].num_batches_tracked)
+
+
+def test_conv_bn_recompute_opcheck():
+    """Schema (running statistics mutated in place), fake implementation and autograd registration."""
+    assert spike_layers._compiled_ops("cpu")
+    x = _values(SpikeCode(3), (4, 3, 5, 5)).requires_grad_()
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    bn_w, bn_b = torch.randn(4, requires_grad=True), torch.randn(4, requires_grad=True)
+    for training in (True, False):
+        args = (x, w, None, [1, 1], [1, 1], [1, 1], 1, bn_w, bn_b, torch.zeros(4), torch.ones(4), training, 0.1,
+                1e-5, True, 2, 1)
+        torch.library.opcheck(torch.ops.tssd_fast.conv_bn_recompute, args,
+                              test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    with pytest.raises(RuntimeError, match="repeat_T > 0 needs repeat_base"):
+        torch.ops.tssd_fast.conv_bn_recompute(x, w, None, [1, 1], [1, 1], [1, 1], 1, bn_w, bn_b, None, None, True,
+                                              0.1, 1e-5, True, 0, 1, None, 3)
+
+
 def _saved_bytes(fn, exclude):
     excluded = {t.untyped_storage().data_ptr() for t in exclude}
     seen = {}

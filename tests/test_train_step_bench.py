@@ -232,16 +232,14 @@ def test_memory_diff_script_on_cpu(monkeypatch, capsys, tmp_path):
     assert md.main(tiny) == 0
     out = capsys.readouterr().out
     assert "plain rerun: same as plain" in out and "min: same as plain" in out
-    assert ("conv output recomputed bitwise in 9/9 ConvBN calls; recompute on the forward's thread; "
-            "BN NativeBatchNormBackward0: saved mean/invstd equal for the same input 9/9, for the "
-            "recomputed input 9/9") in out
+    assert "conv output recomputed bitwise in 9/9 ConvBN calls; recompute on the forward's thread" in out
+    assert SL._compiled_ops("cpu") and SL._ConvBNFn.__name__ == "_ConvBNFn"  # restored after the probe
     restore = SL._restore_input
     monkeypatch.setattr(SL, "_restore_input", lambda ctx, kept: restore(ctx, kept) * (1 + 2 ** -20))
     assert md.main(tiny) == 1
     out = capsys.readouterr().out
     assert "min: differs from plain: loss equal; tensors " in out and "plain rerun: same as plain" in out
     assert "conv output recomputed bitwise in 0/9 ConvBN calls (differ: stages.1.0 " in out
-    assert "equal for the same input 9/9, for the recomputed input 0/9" in out
     (r,) = json.loads((tmp_path / "d.json").read_text())
     assert r["setting"] == "bench" and not r["min"]["same"] and r["min"]["diff"]["grads"]["differ"]
     assert len(r["min"]["probe"]) == 9 and not any(c["conv_equal"] for c in r["min"]["probe"])

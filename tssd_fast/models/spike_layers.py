@@ -30,6 +30,7 @@ are torch's layers.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -290,16 +291,23 @@ class _ConvFn(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         kept, weight, bias = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.geometry
-        cdtype = grad.dtype  # the compute dtype: autocast's, or the input's
-        x = _cast(_restore_input(ctx, kept), cdtype)
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
-        gx, gw, gb = torch.ops.aten.convolution_backward(
-            grad, x, _cast(weight, cdtype), None if bias is None else [bias.shape[0]], list(stride),
-            list(padding), list(dilation), False, [0] * len(stride), groups, mask)
-        # autocast's casts are differentiable: their backward casts the gradient back
-        return (_cast(gx, ctx.x_dtype) if mask[0] else None, _cast(gw, weight.dtype) if mask[1] else None,
-                _cast(gb, bias.dtype) if mask[2] else None, None, None, None, None, None, None)
+        return (*_conv2d_backward(grad, _restore_input(ctx, kept), weight, bias, ctx.geometry, mask),
+                None, None, None, None, None, None)
+
+
+def _conv2d_backward(grad, x, weight, bias, geometry, mask):
+    """The gradients of conv2d(x, weight, bias, *geometry) as autograd's formula computes them:
+    aten.convolution_backward in grad's dtype (the compute dtype: autocast's, or the input's),
+    each cast back to its input's dtype (autocast's casts are differentiable); None where mask
+    says no. x is the restored input. (C++: conv2d_backward in csrc/spike_autograd.h.)"""
+    stride, padding, dilation, groups = geometry
+    cd = grad.dtype
+    gx, gw, gb = torch.ops.aten.convolution_backward(
+        grad, _cast(x, cd), _cast(weight, cd), None if bias is None else [bias.shape[0]], list(stride),
+        list(padding), list(dilation), False, [0] * len(stride), groups, mask)
+    return (_cast(gx, x.dtype) if mask[0] else None, _cast(gw, weight.dtype) if mask[1] else None,
+            _cast(gb, bias.dtype) if mask[2] else None)
 
 
 class _LinearFn(torch.autograd.Function):
@@ -346,52 +354,111 @@ class _AvgPoolFn(torch.autograd.Function):
 
 
 class _ConvBNFn(torch.autograd.Function):
-    """conv + BatchNorm that keeps neither the BN input nor (for spikes) the dense conv input.
+    """F.conv2d + F.batch_norm keeping neither the BN input nor (for spikes) the dense conv input.
 
-    Forward runs the modules' own computation (running statistics updated once). Backward
-    recomputes conv + BN from the kept input under the forward's autocast state (on or off,
-    whatever autocast region backward() runs in) and lets autograd differentiate that, so the
-    gradients are those of the plain layers. On CUDA that needs cudnn.benchmark off: backward
-    runs on autograd's thread, whose cuDNN plan cache is its own, and a benchmarked choice there
-    may be another algorithm than the forward's (docs/MEMORY.md).
+    The fallback of the compiled conv_bn_recompute op (csrc/conv_bn_op.cpp), with the same
+    formula: forward makes the ATen calls F.conv2d and F.batch_norm make and keeps the input (as
+    _keep_input) and BatchNorm's per-channel statistics; backward recomputes only the convolution
+    (in the forward's compute dtype, autocast off) and calls the gradient formulas autograd's own
+    nodes call, so the gradients are the plain layers'. On CUDA that needs cudnn.benchmark off:
+    backward runs on autograd's thread, whose cuDNN plan cache is its own, and a benchmarked
+    choice there may be another algorithm than the forward's (docs/MEMORY.md).
     """
 
     @staticmethod
-    def forward(ctx, x, conv_w, conv_b, bn_w, bn_b, conv, bn, code, repeat):
-        z = bn(conv._conv_forward(x, conv_w, conv_b))
-        training = bn.training or (bn.running_mean is None and bn.running_var is None)
-        stats = [] if training or bn.running_mean is None else [bn.running_mean.clone(), bn.running_var.clone()]
-        ctx.save_for_backward(_keep_input(ctx, x, code, repeat), conv_w, conv_b, bn_w, bn_b, *stats)
-        ctx.modules, ctx.training = (conv, bn), training
-        dev = x.device.type
-        ctx.autocast = (dev, torch.is_autocast_enabled(dev) if dev in ("cpu", "cuda") else False,
-                        torch.get_autocast_dtype(dev) if dev in ("cpu", "cuda") else None)
+    def forward(ctx, x, weight, bias, geometry, bn_weight, bn_bias, running_mean, running_var, bn_args, code,
+                repeat):
+        training, momentum, eps, cudnn_enabled = bn_args
+        y = _conv2d(x, weight, bias, geometry)  # autocast casts as usual; BatchNorm has no policy
+        _check_batch_size(y, training)
+        z, save_mean, save_invstd, reserve, impl = torch.ops.aten._batch_norm_impl_index(
+            y, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps, cudnn_enabled)
+        # the running statistics themselves, as autograd's BatchNorm node saves them
+        ctx.save_for_backward(_keep_input(ctx, x, code, repeat), weight, bias, bn_weight, running_mean, running_var,
+                              save_mean, save_invstd, reserve)
+        ctx.geometry, ctx.y_dtype = geometry, y.dtype
+        ctx.bn = (impl, training, eps, bn_bias is not None)
         return z
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        kept, conv_w, conv_b, bn_w, bn_b, *stats = ctx.saved_tensors
-        conv, bn = ctx.modules
-        leaves = [_restore_input(ctx, kept), conv_w, conv_b, bn_w, bn_b]
-        leaves = [None if t is None else t.detach().requires_grad_(need)
-                  for t, need in zip(leaves, ctx.needs_input_grad)]
-        if ctx.training:
-            # batch statistics: the running buffers only receive an update, thrown away here
-            stats = [] if bn.running_mean is None else [torch.zeros_like(bn.running_mean),
-                                                        torch.ones_like(bn.running_var)]
-        rm, rv = stats if stats else (None, None)
-        dev, enabled, dtype = ctx.autocast
-        # the forward's autocast state, also when it was off: backward() may be called inside an
-        # autocast region, and the recompute must not cast what the forward did not cast
-        amp = torch.autocast(dev, dtype=dtype, enabled=enabled) if dtype is not None else contextlib.nullcontext()
-        with torch.enable_grad(), amp:
-            y = conv._conv_forward(leaves[0], leaves[1], leaves[2])
-            z = F.batch_norm(y, rm, rv, leaves[3], leaves[4], ctx.training, 0.0, bn.eps)
-        wanted = [t for t, need in zip(leaves, ctx.needs_input_grad) if t is not None and need]
-        grads = iter(torch.autograd.grad(z, wanted, grad, allow_unused=True))
-        out = [next(grads) if t is not None and need else None for t, need in zip(leaves, ctx.needs_input_grad)]
-        return (*out, None, None, None, None)
+        kept, weight, bias, bn_weight, running_mean, running_var, save_mean, save_invstd, reserve = ctx.saved_tensors
+        impl, training, eps, has_bn_bias = ctx.bn
+        need = ctx.needs_input_grad
+        x = _restore_input(ctx, kept)
+        cd = ctx.y_dtype
+        with _no_autocast(x.device.type):  # backward() may run inside an autocast region
+            y = _conv2d(_cast(x, cd), _cast(weight, cd), _cast(bias, cd), ctx.geometry)
+        conv_mask = [need[0], need[1], bias is not None and need[2]]
+        bn_mask = [any(conv_mask), bn_weight is not None and need[4], has_bn_bias and need[5]]
+        gy, gbn_w, gbn_b = torch.ops.aten._batch_norm_impl_index_backward(
+            impl, y, grad, bn_weight, running_mean, running_var, save_mean, save_invstd, training, eps, bn_mask,
+            reserve)
+        gx = gw = gb = None
+        if any(conv_mask):
+            gx, gw, gb = _conv2d_backward(gy, x, weight, bias, ctx.geometry, conv_mask)
+        return (gx, gw, gb, None, gbn_w if bn_mask[1] else None, gbn_b if bn_mask[2] else None,
+                None, None, None, None, None)
+
+
+def _conv2d(x, weight, bias, geometry) -> torch.Tensor:
+    """_ConvBNFn's convolution, forward's and recompute (benchmarks/memory_diff.py probes it here)."""
+    return F.conv2d(x, weight, bias, *geometry)
+
+
+def _check_batch_size(y: torch.Tensor, training: bool) -> None:
+    """F.batch_norm's own check, which ATen leaves to Python."""
+    if training and y.shape[0] * math.prod(y.shape[2:]) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {y.size()}")
+
+
+def _recomputable(conv: nn.Conv2d, bn: nn.Module) -> bool:
+    """Whether ConvBN's 'min' can run conv + BN as one op: a BatchNorm2d whose forward is
+    nn.BatchNorm2d's (not SyncBatchNorm's, nor a subclass's own), and no forward hooks on either
+    module or globally (the op calls neither module; a lazy BatchNorm initialises in a hook)."""
+    module = nn.modules.module
+    return (isinstance(bn, nn.BatchNorm2d) and type(bn).forward is nn.modules.batchnorm._BatchNorm.forward
+            and not (conv._forward_hooks or conv._forward_pre_hooks or bn._forward_hooks or bn._forward_pre_hooks
+                     or module._global_forward_hooks or module._global_forward_pre_hooks))
+
+
+def _batch_norm_args(bn: nn.BatchNorm2d):
+    """``(running_mean, running_var, (training, momentum, eps, cudnn_enabled))``: F.batch_norm's
+    arguments as ``nn.BatchNorm2d.forward`` computes them, counting the step as it does
+    (``num_batches_tracked``)."""
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # a cumulative moving average
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    training = bn.training or (bn.running_mean is None and bn.running_var is None)
+    kept = not bn.training or bn.track_running_stats  # else the buffers must not be updated
+    return (bn.running_mean if kept else None, bn.running_var if kept else None,
+            (training, momentum, bn.eps, torch.backends.cudnn.enabled))
+
+
+def _conv_bn_recompute(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor, code: SpikeCode | None,
+                       repeat: _Repeat | None):
+    """``bn(conv(x))`` keeping only ``x`` (packed with code, or once with repeat) and BN's
+    statistics; None where this does not apply (see _recomputable; 'same' / 'valid' padding)."""
+    if not _recomputable(conv, bn):
+        return None
+    x, padding, repeat = _padded(conv, x, repeat)
+    if isinstance(padding, str):
+        return None
+    running_mean, running_var, bn_args = _batch_norm_args(bn)
+    geometry = (conv.stride, padding, conv.dilation, conv.groups)
+    ops = _compiled_ops(x.device.type)
+    if ops:  # the same formula in C++ (csrc/conv_bn_op.cpp)
+        if code is not None and repeat is None and _CHECK[0]:
+            _check_code(x, code)
+        bits, divisor = (code.bits, code.divisor) if code is not None and repeat is None else (0, 1)
+        return ops.conv_bn_recompute(x, conv.weight, conv.bias, *geometry, bn.weight, bn.bias, running_mean,
+                                     running_var, *bn_args, bits, divisor,
+                                     None if repeat is None else repeat.base, 0 if repeat is None else repeat.T)
+    return _ConvBNFn.apply(x, conv.weight, conv.bias, geometry, bn.weight, bn.bias, running_mean, running_var,
+                           bn_args, code, repeat)
 
 
 def _needs_grad(*tensors) -> bool:
@@ -410,14 +477,19 @@ def _is_compiling() -> bool:
     return bool(fn and fn())
 
 
+def _padded(conv: nn.Conv2d, x: torch.Tensor, repeat: _Repeat | None):
+    """``(x, padding, repeat)`` for a convolution with zero padding: a padding mode other than
+    zeros pads first, as nn.Conv2d does (padding copies values, the code holds; no repeat left)."""
+    if conv.padding_mode != "zeros":
+        return F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode), (0, 0), None
+    return x, conv.padding, repeat
+
+
 def _spike_conv(conv: nn.Conv2d, x: torch.Tensor, code: SpikeCode | None, repeat: _Repeat | None) -> torch.Tensor:
     """``conv(x)`` keeping ``x`` packed (code) or once (repeat); torch's conv when nothing needs a gradient."""
     if not _needs_grad(x, conv.weight, conv.bias):
         return nn.Conv2d.forward(conv, x)
-    padding = conv.padding
-    if conv.padding_mode != "zeros":  # pad first, as nn.Conv2d does; padding copies values, the code holds
-        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-        padding, repeat = (0, 0), None
+    x, padding, repeat = _padded(conv, x, repeat)
     if isinstance(padding, str):  # 'same' / 'valid': let torch resolve it, keep x as is
         return nn.Conv2d.forward(conv, x)
     ops = _compiled_ops(x.device.type) if code is not None or repeat is not None else False
@@ -528,9 +600,11 @@ class ConvBN(nn.Sequential):
     * ``'default'``: a :class:`SpikeConv2d` keeps its input packed; a direct-encoded input (a
       sequence expanded over time with stride 0, see ``models.direct_encode``) is kept once,
       ``[B, ...]``, instead of ``T`` times. Bitwise the plain results.
-    * ``'min'``: also drops the BN input (the conv output) and recomputes conv + BN in backward
-      from the kept input: one more conv and BN forward per step. Forward hooks of the conv and
-      the BN do not fire in this mode while gradients are recorded.
+    * ``'min'``: also drops the BN input (the conv output), keeping BN's per-channel statistics,
+      and recomputes the conv output in backward from the kept input: one more conv forward per
+      step (one op, csrc/conv_bn_op.cpp). Bitwise the plain results. Where the conv or the BN
+      has forward hooks (or the BN's forward is not ``nn.BatchNorm2d``'s, e.g. SyncBatchNorm),
+      it keeps what ``'default'`` keeps and calls the modules, so the hooks fire.
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d):
@@ -546,12 +620,9 @@ class ConvBN(nn.Sequential):
         repeat = _Repeat(x[0], T) if T > 1 and x.stride(0) == 0 else None
         code = conv.code if isinstance(conv, SpikeConv2d) and conv.memory != "plain" else None
         flat = x.flatten(0, 1)
-        if self.memory == "min":
-            y = _ConvBNFn.apply(flat, conv.weight, conv.bias, bn.weight, bn.bias, conv, bn, code, repeat)
-        elif repeat is not None:
-            y = bn(_spike_conv(conv, flat, None, repeat))
-        else:
-            y = bn(conv(flat))
+        y = _conv_bn_recompute(conv, bn, flat, code, repeat) if self.memory == "min" else None
+        if y is None:
+            y = bn(_spike_conv(conv, flat, None, repeat)) if repeat is not None else bn(conv(flat))
         return y.reshape(T, B, *y.shape[1:])
 
 
