@@ -492,9 +492,9 @@ def test_conv_bn_min_partial_gradients_bitwise(frozen, pack_impl):
         assert (ta.grad is None) == (tb.grad is None) and (ta.grad is None or torch.equal(ta.grad, tb.grad))
 
 
-@pytest.mark.parametrize("where", ["conv", "bn", "pre-bn", "lazy-bn"])
+@pytest.mark.parametrize("where", ["conv", "bn", "pre-bn", "backward-bn", "lazy-bn"])
 def test_conv_bn_min_with_hooks_runs_the_modules(where, pack_impl):
-    """Forward hooks on the conv or the BN (a lazy BN initialises in one) fire in 'min' too: the
+    """Hooks on the conv or the BN (a lazy BN initialises in one) fire in 'min' too: the
     modules run as in 'default', with plain's results."""
     seen = []
 
@@ -507,6 +507,8 @@ def test_conv_bn_min_with_hooks_runs_the_modules(where, pack_impl):
             net[1].register_forward_hook(lambda m, i, o: seen.append(where))
         elif where == "pre-bn":
             net[1].register_forward_pre_hook(lambda m, i: seen.append(where))
+        elif where == "backward-bn":
+            net[1].register_full_backward_hook(lambda m, gi, go: seen.append(where))
         return net
     a, b = _twin(make, "min")
     seen.clear()
@@ -514,7 +516,11 @@ def test_conv_bn_min_with_hooks_runs_the_modules(where, pack_impl):
 
     def node(net):
         return net(x).grad_fn.next_functions[0][0].name()  # (past ConvBN's reshape)
-    first = node(a)
+    y = a(x)
+    first = y.grad_fn.next_functions[0][0].name()
+    if where == "backward-bn":
+        y.sum().backward()
+        a.zero_grad(set_to_none=True)
     assert seen == ([] if where == "lazy-bn" else [where])
     assert "ConvBNRecompute" not in first and "_ConvBNFn" not in first
     _same_step(a, b, _values(SpikeCode(), (2, 2, 3, 6, 6)))

@@ -415,12 +415,15 @@ def _check_batch_size(y: torch.Tensor, training: bool) -> None:
 
 def _recomputable(conv: nn.Conv2d, bn: nn.Module) -> bool:
     """Whether ConvBN's 'min' can run conv + BN as one op: a BatchNorm2d whose forward is
-    nn.BatchNorm2d's (not SyncBatchNorm's, nor a subclass's own), and no forward hooks on either
-    module or globally (the op calls neither module; a lazy BatchNorm initialises in a hook)."""
+    nn.BatchNorm2d's (not SyncBatchNorm's, nor a subclass's own), and no forward or backward
+    hooks on either module or globally (the op calls neither module; a lazy BatchNorm
+    initialises in a hook)."""
     module = nn.modules.module
     return (isinstance(bn, nn.BatchNorm2d) and type(bn).forward is nn.modules.batchnorm._BatchNorm.forward
-            and not (conv._forward_hooks or conv._forward_pre_hooks or bn._forward_hooks or bn._forward_pre_hooks
-                     or module._global_forward_hooks or module._global_forward_pre_hooks))
+            and not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                        for m in (conv, bn))
+            and not (module._global_forward_hooks or module._global_forward_pre_hooks
+                     or module._global_backward_hooks or module._global_backward_pre_hooks))
 
 
 def _batch_norm_args(bn: nn.BatchNorm2d):
@@ -603,8 +606,8 @@ class ConvBN(nn.Sequential):
     * ``'min'``: also drops the BN input (the conv output), keeping BN's per-channel statistics,
       and recomputes the conv output in backward from the kept input: one more conv forward per
       step (one op, csrc/conv_bn_op.cpp). Bitwise the plain results. Where the conv or the BN
-      has forward hooks (or the BN's forward is not ``nn.BatchNorm2d``'s, e.g. SyncBatchNorm),
-      it keeps what ``'default'`` keeps and calls the modules, so the hooks fire.
+      has forward or backward hooks (or the BN's forward is not ``nn.BatchNorm2d``'s, e.g.
+      SyncBatchNorm), it keeps what ``'default'`` keeps and calls the modules, so the hooks fire.
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d):
