@@ -73,7 +73,8 @@ class ConvBNRecomputeFunction : public torch::autograd::Function<ConvBNRecompute
     ctx->saved_data["geometry"] =
         conv_geometry(stride, padding, dilation, groups, "conv_bn_recompute");
     ctx->saved_data["y_dtype"] = y.scalar_type();  // the convolution's compute dtype
-    ctx->saved_data["bn"] = std::vector<int64_t>{impl, training, bn_bias.has_value() && bn_bias->defined()};
+    ctx->saved_data["bn"] =
+        std::vector<int64_t>{impl, training, bn_bias.has_value() && bn_bias->defined()};
     ctx->saved_data["eps"] = eps;
     return z;
   }
@@ -109,7 +110,9 @@ class ConvBNRecomputeFunction : public torch::autograd::Function<ConvBNRecompute
     const std::array<bool, 3> bn_mask = {conv_grads, needs(bn_w_edge), needs(bn_b_edge)};
     at::Tensor grad = grads[0];
     if (impl == 1 && training) {
-      grad = grad.contiguous(y.suggest_memory_format());  // as autograd's cuDNN formula
+      // as autograd's cuDNN formula (cudnn_batch_norm_backward also converts it itself, which
+      // is why the Python twin, without suggest_memory_format, leaves this out)
+      grad = grad.contiguous(y.suggest_memory_format());
     }
     auto [gy, gbn_w, gbn_b] = at::_batch_norm_impl_index_backward(
         impl, y, grad, bn_weight, saved[4], saved[5], saved[6], saved[7], training,

@@ -1,7 +1,8 @@
 // The fused multi-step LIF op: schema, autograd formula and registration (module tssd_fast._C,
 // with the CPU kernel of csrc/cpu/lif_cpu.cpp; the CUDA kernel registers itself from
-// tssd_fast._C_cuda). The spike-input layers' ops are in csrc/spike_ops.cpp and
-// csrc/lean_pool_op.cpp. The fake implementation, for torch.compile, is in tssd_fast/ops/lif_op.py.
+// tssd_fast._C_cuda). The spike-input layers' ops are in csrc/spike_ops.cpp, csrc/conv_bn_op.cpp
+// and csrc/lean_pool_op.cpp. The fake implementation, for torch.compile, is in
+// tssd_fast/ops/lif_op.py.
 //
 //   lif_forward(x [T, *], v0 [*]?, v_init, tau, v_threshold, v_reset, alpha, flags)
 //       -> (spikes [T, *], v_last [*], v_seq [T, *] or [0], saved)
@@ -118,8 +119,8 @@ Fwd4 lif_forward_autograd(const at::Tensor& x, const std::optional<at::Tensor>& 
 
 }  // namespace
 
-// csrc/spike_ops.cpp, csrc/conv_bn_op.cpp, csrc/lean_pool_op.cpp: the spike-input layers' ops through the dispatcher
-// (bound below)
+// csrc/spike_ops.cpp, csrc/conv_bn_op.cpp, csrc/lean_pool_op.cpp: the spike-input layers' ops
+// through the dispatcher (bound below)
 at::Tensor spike_conv2d_call(const at::Tensor& x, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                              c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,

@@ -1,6 +1,6 @@
 // The bit layout of the packed spike inputs that tssd_fast.models.spike_layers keeps for
 // backward (docs/MEMORY.md): the ONE C++ definition, shared by the CPU kernel
-// (csrc/cpu/spike_pack_cpu.cpp) and the CUDA kernel (csrc/cuda/spike_pack_cuda.cu). The
+// (csrc/cpu/spike_pack_cpu.cpp) and the CUDA kernel (csrc/cuda/spike_pack_kernels.cu). The
 // pure-PyTorch fallback in spike_layers.py computes the same bytes (tested bit for bit).
 //
 // x holds k / divisor for integers 0 <= k < 2^bits (divisor a power of two). Read in memory

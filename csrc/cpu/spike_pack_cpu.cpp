@@ -5,7 +5,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-
 #include "../spike_pack_host.h"
 #include "empty_cpu.h"
 

@@ -6,7 +6,8 @@ spike maps, 0, 1 or 2), so it fits in 1 to 3 bits instead of 32. The layers here
 8 values per byte per bit plane and unpack it, exactly, in backward; the gradients are computed
 by the same ATen calls autograd makes, so losses and gradients are bit for bit those of
 ``nn.Conv2d`` / ``nn.Linear``. The formulas and the packing run as C++ ops (csrc/spike_ops.cpp,
-csrc/spike_pack.h: one pack and one unpack kernel per layer, no Python in backward) when
+csrc/conv_bn_op.cpp, csrc/lean_pool_op.cpp; csrc/spike_pack.h: one pack and one unpack kernel
+per layer, no Python in backward) when
 tssd_fast's compiled extension serves the device, else as the Python autograd functions and
 torch ops below (the same bytes and results):
 
@@ -392,6 +393,8 @@ class _ConvBNFn(torch.autograd.Function):
             y = _conv2d(_cast(x, cd), _cast(weight, cd), _cast(bias, cd), ctx.geometry)
         conv_mask = [need[0], need[1], bias is not None and need[2]]
         bn_mask = [any(conv_mask), bn_weight is not None and need[4], has_bn_bias and need[5]]
+        # (the C++ op first makes a cuDNN grad contiguous in y's layout, as autograd's formula;
+        # cudnn_batch_norm_backward does that itself, so it is left out here)
         gy, gbn_w, gbn_b = torch.ops.aten._batch_norm_impl_index_backward(
             impl, y, grad, bn_weight, running_mean, running_var, save_mean, save_invstd, training, eps, bn_mask,
             reserve)
