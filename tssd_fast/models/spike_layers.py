@@ -7,9 +7,8 @@ spike maps, 0, 1 or 2), so it fits in 1 to 3 bits instead of 32. The layers here
 by the same ATen calls autograd makes, so losses and gradients are bit for bit those of
 ``nn.Conv2d`` / ``nn.Linear``. The formulas and the packing run as C++ ops (csrc/spike_ops.cpp,
 csrc/conv_bn_op.cpp, csrc/lean_pool_op.cpp; csrc/spike_pack.h: one pack and one unpack kernel
-per layer, no Python in backward) when
-tssd_fast's compiled extension serves the device, else as the Python autograd functions and
-torch ops below (the same bytes and results):
+per layer, no Python in backward) when tssd_fast's compiled extension serves the device, else
+as the Python autograd functions and torch ops below (the same bytes and results):
 
 * :class:`SpikeConv2d`, :class:`SpikeLinear`: drop-in subclasses of ``nn.Conv2d`` / ``nn.Linear``
   (same arguments and state-dict keys) plus ``code=`` (:class:`SpikeCode`, what the input holds).
