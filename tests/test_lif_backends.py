@@ -94,6 +94,46 @@ def test_dtypes(backend, dtype, n):
     run_and_check(backend, n, (6, 19), dtype, v0_kind="random")
 
 
+# More neurons than one CPU block (256) and one parallel task (4096), with a partial block: the
+# kernel's 16-bit storage paths (fp16 converts in loops of its own) at every block boundary.
+WIDE_N = 2 * 4096 + 300
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("n", all_neurons(), ids=str)
+def test_16bit_storage_is_fp32_math_rounded_once(backend, dtype, n):
+    # fp16 / bf16 storage computes in fp32: every output is the fp32 run's on the upcast input,
+    # bit for bit, with spikes and grad_x rounded once to the storage dtype. Two runs: a random
+    # v0 with V stored, and the default state without it (the training path that saves only
+    # window bits or H).
+    x = oracle_input((3, WIDE_N), dtype)
+    for random_v0, store in ((True, True), (False, False)):
+        v0 = initial_v(n, x.shape, dtype, random=random_v0)
+        gs = torch.randn(x.shape, dtype=torch.float64).to(dtype)
+        gvl = torch.randn(x.shape[1:])
+        gvs = torch.randn(x.shape)
+        runs = []
+        for storage in (dtype, torch.float32):
+            xr = x.to(storage).requires_grad_()
+            v = v0.clone().requires_grad_() if random_v0 else None
+            s, v_last, v_seq = tssd_fast.lif_multistep(xr, v, store_v_seq=store, backend=backend,
+                                                       **n.kwargs())
+            outs, grads = [s, v_last], [gs.to(storage), gvl]
+            if store:
+                outs.append(v_seq)
+                grads.append(gvs)
+            got = torch.autograd.grad(outs, [xr] + ([v] if random_v0 else []), grads)
+            runs.append((s, v_last, v_seq) + got)
+        (s16, vl16, vs16, gx16, *gv16), (s32, vl32, vs32, gx32, *gv32) = runs
+        assert s16.dtype == gx16.dtype == dtype
+        assert torch.equal(s16, s32.to(dtype)), "spikes"
+        assert torch.equal(vl16, vl32), "v_last"
+        assert (vs16 is None) == (not store) and (not store or torch.equal(vs16, vs32)), "v_seq"
+        assert torch.equal(gx16, gx32.to(dtype)), "grad_x: not the fp32 gradient rounded once"
+        assert all(torch.equal(a, b) for a, b in zip(gv16, gv32)), "grad_v0"
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("n", REPRESENTATIVE, ids=str)
 def test_non_contiguous(backend, n):
