@@ -100,6 +100,24 @@ def test_compiled_pack_is_the_torch_pack(code, dtype, monkeypatch):
         assert back.stride() == ref.stride() == tuple(strides) and back.dtype == dtype
 
 
+@pytest.mark.parametrize("code", [SpikeCode(), SpikeCode(255, 128)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_compiled_pack_across_blocks_and_tasks(code, dtype):
+    """The CPU kernels work in blocks of 64 bytes inside tasks of 16384 bytes: two full tasks,
+    three blocks and a partial byte, against the torch fallback's bytes, with two threads."""
+    n = 8 * (2 * 16384 + 3 * 64) + 5
+    x = _values(code, (n,), dtype)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        packed, strides = pack_spikes(x, code)
+        assert torch.equal(packed, spike_layers._pack_torch(x, code))
+        back = unpack_spikes(packed, x.shape, strides, dtype, code)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(back, x)
+
+
 def test_pack_ops_reject_bad_arguments():
     ops = torch.ops.tssd_fast
     assert spike_layers._compiled_ops("cpu")
