@@ -410,7 +410,8 @@ def _bandwidth_phrase(best: dict) -> str:
 
 def render_summary(rows: List[dict]) -> str:
     """Per mode and provider: the geometric-mean speedup over the points it ran (min-max),
-    the best fraction of copy bandwidth, and its activation memory against the reference's."""
+    the best fraction of copy bandwidth, and its activation memory against the reference's;
+    for our kernels, every point where they were slower than the reference."""
     lines = []
     for mode in MODES:
         ok = [r for r in rows if r["mode"] == mode and r["status"] == "ok"]
@@ -436,6 +437,13 @@ def render_summary(rows: List[dict]) -> str:
                 parts.append(_memory_phrase(ratios))
             text = f"  {name:<14}" + ", ".join(parts)
             lines.append(text)
+            slow = [r for r in mine if r.get("kind") == "tssd" and r["speedup"] is not None
+                    and r["speedup"] < 1]
+            if slow:  # one of our kernels losing to the loop it replaces is a defect to report
+                where = ", ".join(f"{r['dtype']} T={r['T']} N={r['N']} ({r['speedup']:.2f}x)"
+                                  for r in slow)
+                lines.append(f"  {'':<14}SLOWER than the reference at {len(slow)} of "
+                             f"{len(mine)} points: {where}")
     return "\n".join(lines)
 
 
