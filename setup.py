@@ -73,7 +73,7 @@ def _extensions():
         # the op (schema, autograd, registration) and its CPU kernel; relative paths:
         # setuptools refuses absolute ones
         sources=["csrc/lif_op.cpp", "csrc/cpu/lif_cpu.cpp", "csrc/cpu/spike_pack_cpu.cpp",
-                 "csrc/spike_ops.cpp", "csrc/conv_bn_op.cpp",
+                 "csrc/cpu/avg_pool_cpu.cpp", "csrc/spike_ops.cpp", "csrc/conv_bn_op.cpp",
                  "csrc/lean_pool_op.cpp"],
         include_dirs=[str(CSRC)],
         extra_compile_args={"cxx": cxx},

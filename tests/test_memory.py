@@ -316,17 +316,37 @@ def test_lean_avg_pool_is_avg_pool_bitwise(pack_impl):
         assert "LeanAvgPoolFunction" in y.grad_fn.name()  # the C++ formula (csrc/lean_pool_op.cpp)
 
 
-def test_lean_avg_pool_backward_on_the_cpu_is_atens():
-    x = torch.randn(2, 3, 8, 8, requires_grad=True)
-    y = LeanAvgPool2d(2)(x)
-    with OpLog() as log:
-        y.sum().backward()
-    assert "aten.avg_pool2d_backward.default" in log.ops()
+def test_lean_avg_pool_cpu_kernel_skips_views_it_cannot_read():
+    """A negated view (its data is -x, read lazily) goes to ATen, with ATen's numbers."""
+    base = torch.randn(2, 3, 8, 8)
+    for grad in (False, True):
+        x = base.clone().requires_grad_(grad)
+        with OpLog() as log:
+            got = LeanAvgPool2d(2)(x._neg_view() if not grad else x.neg())
+        want = nn.AvgPool2d(2)(-base)
+        assert torch.equal(got.detach(), want)
+        if not grad:
+            assert "aten.avg_pool2d.default" in log.ops()
+
+
+def test_lean_avg_pool_backward_on_the_cpu():
+    """NCHW: the CPU kernel of csrc/cpu/avg_pool_cpu.cpp; channels_last: ATen's backward."""
+    for fmt, aten in ((torch.contiguous_format, False), (torch.channels_last, True)):
+        x = torch.randn(2, 3, 8, 8).contiguous(memory_format=fmt).requires_grad_()
+        y = LeanAvgPool2d(2)(x)
+        with OpLog() as log:
+            y.sum().backward()
+        assert ("aten.avg_pool2d_backward.default" in log.ops()) == aten, fmt
 
 
 POOLS = [dict(kernel_size=2), dict(kernel_size=(2, 1)), dict(kernel_size=4), dict(kernel_size=2, divisor_override=8),
          dict(kernel_size=2, ceil_mode=True), dict(kernel_size=2, divisor_override=3),
          dict(kernel_size=2, stride=1), dict(kernel_size=2, padding=1)]
+
+
+POOLS_FWD = POOLS + [dict(kernel_size=3), dict(kernel_size=(3, 2)), dict(kernel_size=2, divisor_override=5),
+                     dict(kernel_size=2, divisor_override=257),
+                     dict(kernel_size=3, ceil_mode=True)]
 
 
 @pytest.fixture
@@ -339,16 +359,18 @@ def pool_broadcast_everywhere():
     ops.set_pool_backward(0)
 
 
-@pytest.mark.parametrize("kw", POOLS, ids=str)
+@pytest.mark.parametrize("kw", POOLS_FWD, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str)
 def test_lean_avg_pool_backward_is_torch_backward_bitwise(kw, dtype, pool_broadcast_everywhere):
-    """The C++ backward's broadcast path (non-overlapping windows, a power-of-two divisor) gives
-    avg_pool2d_backward's numbers bit for bit, zeros past the last window and the layout torch
-    chooses, on even and odd sizes, channels_last, and gradients down to denormals; the other
-    pools go through avg_pool2d_backward itself."""
+    """The C++ backward's own paths give avg_pool2d_backward's numbers bit for bit, zeros past
+    the last window and the layout torch chooses, on even and odd sizes, channels_last, and
+    gradients down to denormals: for non-overlapping windows the CPU kernel on NCHW input (any
+    divisor: 3, 5, 9 divide) and the broadcast otherwise (a power-of-two divisor); the other pools
+    go through avg_pool2d_backward itself."""
     k = kw["kernel_size"]
-    broadcast = (kw.get("stride") in (None, k) and not kw.get("padding")
-                 and kw.get("divisor_override", 2) in (2, 8))
+    kh, kwd = (k, k) if isinstance(k, int) else k
+    windows = kw.get("stride") in (None, k) and not kw.get("padding")
+    broadcast = windows and kw.get("divisor_override", 2) in (2, 8) and kh * kwd in (1, 2, 4, 8, 16)
     for shape in [(2, 3, 8, 8), (2, 3, 9, 7), (1, 2, 4, 12), (3, 1, 5, 5)]:
         for fmt in (torch.contiguous_format, torch.channels_last):
             x = torch.randn(shape, dtype=dtype).contiguous(memory_format=fmt)
@@ -363,8 +385,41 @@ def test_lean_avg_pool_backward_is_torch_backward_bitwise(kw, dtype, pool_broadc
             assert torch.equal(xa.grad, xb.grad), (shape, fmt)
             assert xa.grad.stride() == xb.grad.stride(), (shape, fmt, xa.grad.stride(), xb.grad.stride())
             used = "aten.avg_pool2d_backward.default" in log.ops()
-            assert used != (broadcast and (not kw.get("ceil_mode") or (shape[2] % 2 == 0 and shape[3] % 2 == 0))), \
-                (kw, shape, log.ops())
+            whole = not kw.get("ceil_mode") or (shape[2] % kh == 0 and shape[3] % kwd == 0)
+            cpu_kernel = (windows and whole and x.stride() == torch.empty(shape).stride()
+                          and shape[2] >= kh and shape[3] >= kwd)
+            assert used != (cpu_kernel or broadcast and whole), (kw, shape, log.ops())
+
+
+@pytest.mark.parametrize("kw", POOLS_FWD, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str)
+def test_lean_avg_pool_forward_is_torch_forward_bitwise(kw, dtype):
+    """On the CPU the C++ op pools NCHW input with non-overlapping windows itself
+    (csrc/cpu/avg_pool_cpu.cpp): the same numbers as nn.AvgPool2d bit for bit, on random values
+    (a different summation order or a multiply by 1/divisor would show), every dtype, divisors
+    3, 5 and 9, odd sizes and ceil_mode, with and without a gradient; other pools and layouts go
+    to ATen."""
+    k = kw["kernel_size"]
+    kh, kwd = (k, k) if isinstance(k, int) else k
+    for shape in [(2, 3, 8, 8), (2, 3, 9, 7), (1, 2, 4, 12), (3, 1, 5, 5), (1, 1, 2, 1), (2, 2, 3, 6)]:
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x = (torch.randn(shape, dtype=torch.float64) * 3).to(dtype).contiguous(memory_format=fmt)
+            try:
+                want = nn.AvgPool2d(**kw)(x)
+            except RuntimeError as e:  # a window larger than the input: the same error
+                with pytest.raises(RuntimeError, match="Output size is too small"):
+                    LeanAvgPool2d(**kw)(x.requires_grad_())
+                assert "Output size is too small" in str(e)
+                continue
+            for grad in (False, True):
+                xr = x.clone().requires_grad_(grad)
+                with OpLog() as log:
+                    got = LeanAvgPool2d(**kw)(xr)
+                assert torch.equal(got.detach(), want) and got.stride() == want.stride(), (shape, fmt)
+                ours = (kw.get("stride") in (None, k) and not kw.get("padding")
+                        and x.stride() == torch.empty(shape).stride() and shape[2] >= kh and shape[3] >= kwd
+                        and (not kw.get("ceil_mode") or (shape[2] % kh == 0 and shape[3] % kwd == 0)))
+                assert ("aten.avg_pool2d.default" not in log.ops()) == ours, (kw, shape, fmt, log.ops())
 
 
 def test_spike_layers_keep_bits_not_floats():

@@ -580,13 +580,18 @@ class LeanAvgPool2d(nn.AvgPool2d):
         self.memory = "default"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        if self.memory == "plain" or not _needs_grad(x):
+        if self.memory == "plain":
+            return super().forward(x)
+        grad = _needs_grad(x)
+        ops = _compiled_ops(x.device.type)
+        # the same formula in C++ (csrc/lean_pool_op.cpp); on the CPU without a gradient too,
+        # for its kernel for NCHW input (the same numbers as torch's, faster)
+        if not (grad or ops and x.dim() == 4 and x.device.type == "cpu"):
             return super().forward(x)
         args = (self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
                 self.divisor_override)
         args = tuple(_pair(a) if i < 3 else a for i, a in enumerate(args))
-        ops = _compiled_ops(x.device.type)
-        if ops and x.dim() == 4:  # the same formula in C++ (csrc/lean_pool_op.cpp)
+        if ops and x.dim() == 4:
             return ops.lean_avg_pool2d(x, *args)
         return _AvgPoolFn.apply(x, args)
 

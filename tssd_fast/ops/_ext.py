@@ -72,8 +72,9 @@ def _jit_cpu():
     module = cpp_extension.load(
         name=name,
         sources=[str(src / "lif_op.cpp"), str(src / "cpu" / "lif_cpu.cpp"),
-                 str(src / "cpu" / "spike_pack_cpu.cpp"), str(src / "spike_ops.cpp"),
-                 str(src / "conv_bn_op.cpp"), str(src / "lean_pool_op.cpp")],
+                 str(src / "cpu" / "spike_pack_cpu.cpp"), str(src / "cpu" / "avg_pool_cpu.cpp"),
+                 str(src / "spike_ops.cpp"), str(src / "conv_bn_op.cpp"),
+                 str(src / "lean_pool_op.cpp")],
         extra_include_paths=[str(src)],
         # as setup.py (no -std: torch adds the standard its headers need)
         extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"],
