@@ -1,7 +1,7 @@
 // lean_avg_pool2d: F.avg_pool2d that keeps only x's shape, strides, dtype and device for
 // backward (its gradient never reads x's values; autograd's own formula keeps x). Schema,
-// autograd formula and registration; part of tssd_fast._C (docs/MEMORY.md). The CPU forward of
-// the spiking networks' pools is csrc/cpu/avg_pool_cpu.cpp's.
+// autograd formula and registration; part of tssd_fast._C (docs/MEMORY.md). The CPU kernels of
+// the spiking networks' pools (NCHW, non-overlapping windows) are csrc/cpu/avg_pool_cpu.cpp's.
 //
 //   lean_avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor?)
 #include <ATen/core/LegacyTypeDispatch.h>  // AutoDispatchBelowADInplaceOrView
@@ -81,7 +81,7 @@ class LeanAvgPoolFunction : public torch::autograd::Function<LeanAvgPoolFunction
     if (divide > 0 && plain_cpu_tensor(grads[0]) &&
         avg_pool2d_windows_apply(options.device(), size, strides, {a[0], a[1]}, {a[2], a[3]},
                                  {a[4], a[5]}, a[6] != 0)) {
-      // csrc/cpu/avg_pool_cpu.cpp: ATen's numbers, 3-14x faster than its NCHW backward there
+      // csrc/cpu/avg_pool_cpu.cpp: ATen's numbers, 1.5-5x faster than its NCHW backward there
       out[0] = avg_pool2d_windows_backward_cpu(grads[0], size, a[0], a[1], divide);
       return out;
     }

@@ -329,6 +329,19 @@ def test_lean_avg_pool_cpu_kernel_skips_views_it_cannot_read():
             assert "aten.avg_pool2d.default" in log.ops()
 
 
+def test_lean_avg_pool_under_torch_compile_is_torchs_layer():
+    """torch.compile(fullgraph=True) traces torch's pool, with and without a gradient, also once
+    the compiled ops are loaded (an eager call first)."""
+    pool = LeanAvgPool2d(2)
+    pool(torch.randn(2, 3, 8, 8, requires_grad=True)).sum().backward()
+    pool(torch.randn(2, 3, 8, 8))
+    compiled = torch.compile(pool, fullgraph=True)
+    for grad in (False, True):
+        x = torch.randn(2, 3, 8, 8, requires_grad=grad)
+        with torch.set_grad_enabled(grad):
+            assert torch.equal(compiled(x), nn.functional.avg_pool2d(x, 2))
+
+
 def test_lean_avg_pool_backward_on_the_cpu():
     """NCHW: the CPU kernel of csrc/cpu/avg_pool_cpu.cpp; channels_last: ATen's backward."""
     for fmt, aten in ((torch.contiguous_format, False), (torch.channels_last, True)):

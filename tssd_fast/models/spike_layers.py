@@ -572,7 +572,9 @@ class LeanAvgPool2d(nn.AvgPool2d):
     """``nn.AvgPool2d`` that keeps only its input's shape for backward (any input, not only spikes).
 
     Average pooling's gradient does not depend on the input's values, but autograd keeps the
-    input; this keeps nothing. Gradients are bit for bit ``nn.AvgPool2d``'s (same ATen backward).
+    input; this keeps nothing. Outputs and gradients are bit for bit ``nn.AvgPool2d``'s (ATen's
+    kernels, or on the CPU for NCHW input and non-overlapping windows faster ones with ATen's
+    arithmetic, csrc/cpu/avg_pool_cpu.cpp).
     """
 
     def __init__(self, *args, **kwargs):
@@ -580,7 +582,7 @@ class LeanAvgPool2d(nn.AvgPool2d):
         self.memory = "default"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        if self.memory == "plain":
+        if self.memory == "plain" or _is_compiling():  # torch.compile: torch's layer (_needs_grad)
             return super().forward(x)
         grad = _needs_grad(x)
         ops = _compiled_ops(x.device.type)
