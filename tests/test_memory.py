@@ -362,6 +362,17 @@ POOLS_FWD = POOLS + [dict(kernel_size=3), dict(kernel_size=(3, 2)), dict(kernel_
                      dict(kernel_size=3, ceil_mode=True)]
 
 
+def _cpu_pool_kernel(kw, x):
+    """Whether csrc/cpu/avg_pool_cpu.cpp pools x with nn.AvgPool2d(**kw) (avg_pool2d_windows_apply):
+    NCHW strides, kernel == stride, no padding, every window whole."""
+    k = kw["kernel_size"]
+    kh, kwd = (k, k) if isinstance(k, int) else k
+    H, W = x.shape[2:]
+    return (kw.get("stride") in (None, k) and not kw.get("padding")
+            and x.stride() == torch.empty(x.shape).stride() and H >= kh and W >= kwd
+            and (not kw.get("ceil_mode") or (H % kh == 0 and W % kwd == 0)))
+
+
 @pytest.fixture
 def pool_broadcast_everywhere():
     """The broadcast backward on the CPU too (by default CUDA only: ATen's is faster on the CPU)."""
@@ -399,9 +410,7 @@ def test_lean_avg_pool_backward_is_torch_backward_bitwise(kw, dtype, pool_broadc
             assert xa.grad.stride() == xb.grad.stride(), (shape, fmt, xa.grad.stride(), xb.grad.stride())
             used = "aten.avg_pool2d_backward.default" in log.ops()
             whole = not kw.get("ceil_mode") or (shape[2] % kh == 0 and shape[3] % kwd == 0)
-            cpu_kernel = (windows and whole and x.stride() == torch.empty(shape).stride()
-                          and shape[2] >= kh and shape[3] >= kwd)
-            assert used != (cpu_kernel or broadcast and whole), (kw, shape, log.ops())
+            assert used != (_cpu_pool_kernel(kw, x) or broadcast and whole), (kw, shape, log.ops())
 
 
 @pytest.mark.parametrize("kw", POOLS_FWD, ids=str)
@@ -412,8 +421,6 @@ def test_lean_avg_pool_forward_is_torch_forward_bitwise(kw, dtype):
     (a different summation order or a multiply by 1/divisor would show), every dtype, divisors
     3, 5 and 9, odd sizes and ceil_mode, with and without a gradient; other pools and layouts go
     to ATen."""
-    k = kw["kernel_size"]
-    kh, kwd = (k, k) if isinstance(k, int) else k
     for shape in [(2, 3, 8, 8), (2, 3, 9, 7), (1, 2, 4, 12), (3, 1, 5, 5), (1, 1, 2, 1), (2, 2, 3, 6)]:
         for fmt in (torch.contiguous_format, torch.channels_last):
             x = (torch.randn(shape, dtype=torch.float64) * 3).to(dtype).contiguous(memory_format=fmt)
@@ -429,9 +436,7 @@ def test_lean_avg_pool_forward_is_torch_forward_bitwise(kw, dtype):
                 with OpLog() as log:
                     got = LeanAvgPool2d(**kw)(xr)
                 assert torch.equal(got.detach(), want) and got.stride() == want.stride(), (shape, fmt)
-                ours = (kw.get("stride") in (None, k) and not kw.get("padding")
-                        and x.stride() == torch.empty(shape).stride() and shape[2] >= kh and shape[3] >= kwd
-                        and (not kw.get("ceil_mode") or (shape[2] % kh == 0 and shape[3] % kwd == 0)))
+                ours = _cpu_pool_kernel(kw, x)
                 assert ("aten.avg_pool2d.default" not in log.ops()) == ours, (kw, shape, fmt, log.ops())
 
 

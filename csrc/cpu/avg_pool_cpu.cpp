@@ -14,8 +14,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/TensorGeometry.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/MemoryFormat.h>
+#include <c10/util/accumulate.h>
 
 #include <algorithm>
 #include <vector>
@@ -88,13 +90,10 @@ bool avg_pool2d_windows_apply(c10::Device device, c10::IntArrayRef size,
     return false;
   }
   // memory in NCHW order (size-1 dims aside), and torch would give the result that layout too
-  int64_t expected = 1, numel = 1;
-  for (int64_t d = 3; d >= 0; --d) {
-    if (size[d] != 1 && strides[d] != expected) return false;
-    expected *= size[d];
-    numel *= size[d];
+  if (c10::multiply_integers(size) == 0 || !at::geometry_is_contiguous(size, strides) ||
+      c10::is_channels_last_strides_2d(size, strides)) {
+    return false;
   }
-  if (numel == 0 || c10::is_channels_last_strides_2d(size, strides)) return false;
   const int64_t kh = kernel[0], kw = kernel[1], H = size[2], W = size[3];
   const bool windows = kh == stride[0] && kw == stride[1] && padding[0] == 0 &&
                        padding[1] == 0 && kh >= 1 && kw >= 1 && H >= kh && W >= kw;
